@@ -1,0 +1,395 @@
+"""Columnar L2-L4 decoding of a whole batch at once.
+
+Common headers (link layers, VLAN tags, IPv4/IPv6 with extension headers, IP-in-IP and GRE tunnels, TCP with
+options, UDP, ICMP, ARP) are decoded for every packet of a batch with numpy, one array per field. Nesting is
+bounded by MAX_LAYERS: a frame of 300 nested IP headers or 10,000 VLAN tags is one counted malformed packet.
+Malformed packets are labelled by kind and counted, never fatal. Payloads above L4 (DNS, TLS, HTTP) are left
+to the deep decoders, which only see the few packets the core selects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from pcapsense.decode.gather import Gather
+from pcapsense.decode.linktypes import LINK_LAYERS
+from pcapsense.reader.batch import RawBatch
+
+MAX_LAYERS = 16  # Suricata's decoder.max-layers: deeper nesting is an attack or a broken frame
+IPV4_MAPPED = np.uint64(0xFFFF << 32)  # IPv4 addresses live in the IPv6 space as ::ffff:a.b.c.d
+
+ETH_IPV4, ETH_IPV6, ETH_ARP = 0x0800, 0x86DD, 0x0806
+PROTO_ICMP, PROTO_IPIP, PROTO_TCP, PROTO_UDP, PROTO_IPV6, PROTO_GRE, PROTO_ICMPV6 = 1, 4, 6, 17, 41, 47, 58
+IPV6_EXTENSIONS = {0: "hop-by-hop", 43: "routing", 44: "fragment", 60: "destination", 51: "auth"}
+
+# Malformed kinds, by code. Code 0 is a well-formed packet.
+MALFORMED_KINDS = (
+    "ok",
+    "truncated-link-header",
+    "too-many-vlan-tags",
+    "truncated-ip-header",
+    "bad-ip-version",
+    "bad-ip-header-length",
+    "ip-length-exceeds-frame",
+    "too-many-layers",
+    "truncated-l4-header",
+    "bad-tcp-header-length",
+    "l4-length-negative",
+    "truncated-arp",
+)
+MALFORMED = {name: code for code, name in enumerate(MALFORMED_KINDS)}
+
+
+@dataclass(slots=True)
+class Packets:
+    """One batch of packets as parallel columns. Positions (`l3`, `l4`, `payload_off`) index `data`."""
+
+    data: np.ndarray
+    frame: np.ndarray
+    ts_ns: np.ndarray
+    iface: np.ndarray
+    caplen: np.ndarray
+    wirelen: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    linktype: np.ndarray
+    net: np.ndarray  # ethertype of the network layer (0 when there is none or the link type is unknown)
+    src_mac: np.ndarray
+    dst_mac: np.ndarray
+    vlan_depth: np.ndarray
+    ipver: np.ndarray
+    l3: np.ndarray
+    src_hi: np.ndarray
+    src_lo: np.ndarray
+    dst_hi: np.ndarray
+    dst_lo: np.ndarray
+    ttl: np.ndarray
+    ip_id: np.ndarray
+    df: np.ndarray
+    fragment: np.ndarray  # any IP fragment
+    later_fragment: np.ndarray  # a fragment with offset > 0: no L4 header inside
+    ip_len: np.ndarray  # IP packet length on the wire
+    tunnel_depth: np.ndarray
+    proto: np.ndarray
+    l4: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    tcp_flags: np.ndarray
+    seq: np.ndarray
+    ack: np.ndarray
+    win: np.ndarray
+    tcp_hlen: np.ndarray
+    mss: np.ndarray
+    wscale: np.ndarray
+    sack_ok: np.ndarray
+    sack_blocks: np.ndarray
+    payload_len: np.ndarray  # L4 payload bytes on the wire
+    payload_off: np.ndarray
+    payload_cap: np.ndarray  # L4 payload bytes actually captured
+    icmp_type: np.ndarray
+    icmp_code: np.ndarray
+    icmp_mtu: np.ndarray
+    malformed: np.ndarray
+    unknown_link: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def payload(self, row: int, limit: int | None = None) -> bytes:
+        """Captured L4 payload of one packet (for the deep decoders)."""
+        start = int(self.payload_off[row])
+        size = int(self.payload_cap[row]) if limit is None else min(int(self.payload_cap[row]), limit)
+        return self.data[start : start + size].tobytes()
+
+    def frame_bytes(self, row: int) -> bytes:
+        return self.data[int(self.start[row]) : int(self.end[row])].tobytes()
+
+    def take(self, rows: np.ndarray) -> Packets:
+        """A sub-batch of the given rows (the byte buffer is shared)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Packets(**{k: (v if k == "data" else v[rows]) for k, v in values.items()})
+
+
+def _zeros(n: int, dtype: type = np.int64, fill: int = 0) -> np.ndarray:
+    return np.full(n, fill, dtype=dtype)
+
+
+class _Decoder:
+    """Fills the columns of one batch; each step works on the subset of rows it applies to."""
+
+    def __init__(self, batch: RawBatch, iface_linktypes: np.ndarray) -> None:
+        n = len(batch)
+        self.g = Gather(batch.data)
+        self.start = batch.offset
+        self.end = batch.offset + batch.caplen
+        self.wire_end = batch.offset + batch.wirelen
+        self.linktype = iface_linktypes[batch.iface] if n else np.zeros(0, np.int64)
+        self.cols: dict[str, np.ndarray] = {
+            "data": batch.data, "frame": batch.frame, "ts_ns": batch.ts_ns, "iface": batch.iface,
+            "caplen": batch.caplen, "wirelen": batch.wirelen, "start": batch.offset, "end": self.end,
+            "linktype": self.linktype,
+        }
+        for name in ("net", "src_mac", "dst_mac", "vlan_depth", "ipver", "ttl", "ip_id", "ip_len",
+                     "tunnel_depth", "sport", "dport", "tcp_flags", "seq", "ack", "win", "tcp_hlen",
+                     "sack_blocks", "payload_len", "payload_cap"):
+            self.cols[name] = _zeros(n)
+        for name in ("l3", "l4", "proto", "mss", "wscale", "icmp_type", "icmp_code", "icmp_mtu"):
+            self.cols[name] = _zeros(n, fill=-1)
+        self.cols["payload_off"] = self.end.copy()
+        for name in ("src_hi", "src_lo", "dst_hi", "dst_lo"):
+            self.cols[name] = _zeros(n, np.uint64)
+        for name in ("df", "fragment", "later_fragment", "sack_ok", "unknown_link"):
+            self.cols[name] = _zeros(n, bool)
+        self.cols["malformed"] = _zeros(n, np.uint8)
+
+    def mark(self, rows: np.ndarray, kind: str) -> None:
+        self.cols["malformed"][rows] = MALFORMED[kind]
+
+    def run(self) -> Packets:
+        c = self.cols
+        for lt in np.unique(self.linktype):
+            rows = np.flatnonzero(self.linktype == lt)
+            layer = LINK_LAYERS.get(int(lt))
+            if layer is None:
+                c["unknown_link"][rows] = True
+                continue
+            layer(self, rows)
+        self._network(np.flatnonzero(c["l3"] >= 0))
+        self._arp_fields_ok()
+        return Packets(**c)
+
+    # -- network layer ---------------------------------------------------------------------------------------
+
+    def _network(self, rows: np.ndarray) -> None:
+        c = self.cols
+        for depth in range(MAX_LAYERS + 1):
+            if not len(rows):
+                return
+            if depth == MAX_LAYERS:
+                self.mark(rows, "too-many-layers")
+                return
+            c["tunnel_depth"][rows] = depth
+            v4 = rows[c["net"][rows] == ETH_IPV4]
+            v6 = rows[c["net"][rows] == ETH_IPV6]
+            inner = np.concatenate([self._ipv4(v4), self._ipv6(v6)])
+            done = np.setdiff1d(rows, inner, assume_unique=True)
+            self._transport(done[(c["proto"][done] >= 0) & (c["malformed"][done] == 0)])
+            rows = inner
+
+    def _ipv4(self, rows: np.ndarray) -> np.ndarray:
+        """Decode IPv4 headers; returns the rows whose payload is another IP packet (tunnels)."""
+        c, g = self.cols, self.g
+        l3 = c["l3"][rows]
+        short = l3 + 20 > self.end[rows]
+        self.mark(rows[short], "truncated-ip-header")
+        rows, l3 = rows[~short], l3[~short]
+        b0 = g.u8(l3)
+        bad_ver = (b0 >> 4) != 4
+        self.mark(rows[bad_ver], "bad-ip-version")
+        ihl = (b0 & 0xF) * 4
+        total = g.be16(l3 + 2)
+        bad_ihl = ~bad_ver & ((ihl < 20) | (l3 + ihl > self.end[rows]) | (total < ihl))
+        self.mark(rows[bad_ihl], "bad-ip-header-length")
+        too_long = ~bad_ver & ~bad_ihl & (l3 + total > self.wire_end[rows])
+        self.mark(rows[too_long], "ip-length-exceeds-frame")
+        ok = ~(bad_ver | bad_ihl | too_long)
+        rows, l3, ihl, total = rows[ok], l3[ok], ihl[ok], total[ok]
+        c["ipver"][rows] = 4
+        flags = g.be16(l3 + 6)
+        c["ip_id"][rows] = g.be16(l3 + 4)
+        c["df"][rows] = (flags & 0x4000) != 0
+        frag_off = flags & 0x1FFF
+        c["fragment"][rows] = ((flags & 0x2000) != 0) | (frag_off > 0)
+        c["later_fragment"][rows] = frag_off > 0
+        c["ttl"][rows] = g.u8(l3 + 8)
+        proto = g.u8(l3 + 9)
+        c["proto"][rows] = proto
+        c["src_hi"][rows] = 0
+        c["src_lo"][rows] = IPV4_MAPPED | g.be32(l3 + 12).astype(np.uint64)
+        c["dst_hi"][rows] = 0
+        c["dst_lo"][rows] = IPV4_MAPPED | g.be32(l3 + 16).astype(np.uint64)
+        c["ip_len"][rows] = total
+        c["l4"][rows] = l3 + ihl
+        c["payload_len"][rows] = total - ihl
+        return self._tunnelled(rows, frag_off == 0)
+
+    def _ipv6(self, rows: np.ndarray) -> np.ndarray:
+        c, g = self.cols, self.g
+        l3 = c["l3"][rows]
+        short = l3 + 40 > self.end[rows]
+        self.mark(rows[short], "truncated-ip-header")
+        rows, l3 = rows[~short], l3[~short]
+        bad_ver = (g.u8(l3) >> 4) != 6
+        self.mark(rows[bad_ver], "bad-ip-version")
+        plen = g.be16(l3 + 4)
+        too_long = ~bad_ver & (l3 + 40 + plen > self.wire_end[rows])
+        self.mark(rows[too_long], "ip-length-exceeds-frame")
+        ok = ~(bad_ver | too_long)
+        rows, l3, plen = rows[ok], l3[ok], plen[ok]
+        c["ipver"][rows] = 6
+        c["ttl"][rows] = g.u8(l3 + 7)
+        c["src_hi"][rows] = g.be64(l3 + 8)
+        c["src_lo"][rows] = g.be64(l3 + 16)
+        c["dst_hi"][rows] = g.be64(l3 + 24)
+        c["dst_lo"][rows] = g.be64(l3 + 32)
+        c["ip_len"][rows] = 40 + plen
+        nh = g.u8(l3 + 6)
+        pos = l3 + 40
+        first_fragment = np.ones(len(rows), dtype=bool)
+        for _ in range(MAX_LAYERS):
+            ext = np.isin(nh, list(IPV6_EXTENSIONS))
+            if not ext.any():
+                break
+            e = np.flatnonzero(ext)
+            hdr_len = np.where(nh[e] == 51, (g.u8(pos[e] + 1) + 2) * 4, (g.u8(pos[e] + 1) + 1) * 8)
+            frag = nh[e] == 44
+            hdr_len[frag] = 8
+            fr = e[frag]
+            frag_field = g.be16(pos[fr] + 2)
+            c["fragment"][rows[fr]] = True
+            later = (frag_field >> 3) > 0
+            c["later_fragment"][rows[fr]] = later
+            first_fragment[fr] &= ~later
+            nh[e] = g.u8(pos[e])
+            pos[e] = pos[e] + hdr_len
+        else:
+            stuck = np.isin(nh, list(IPV6_EXTENSIONS))
+            self.mark(rows[stuck], "too-many-layers")
+            rows, pos, nh, l3, plen, first_fragment = (
+                a[~stuck] for a in (rows, pos, nh, l3, plen, first_fragment)
+            )
+        beyond = pos > l3 + 40 + plen
+        self.mark(rows[beyond], "bad-ip-header-length")
+        rows, pos, nh, l3, plen, first_fragment = (a[~beyond] for a in (rows, pos, nh, l3, plen, first_fragment))
+        c["proto"][rows] = nh
+        c["l4"][rows] = pos
+        c["payload_len"][rows] = l3 + 40 + plen - pos
+        return self._tunnelled(rows, first_fragment)
+
+    def _tunnelled(self, rows: np.ndarray, whole: np.ndarray) -> np.ndarray:
+        """Rows whose IP payload is itself IP (IP-in-IP, 6in4, GRE): re-point `l3` at the inner header."""
+        c, g = self.cols, self.g
+        proto = c["proto"][rows]
+        ipip = whole & ((proto == PROTO_IPIP) | (proto == PROTO_IPV6))
+        gre = whole & (proto == PROTO_GRE)
+        inner = rows[ipip]
+        c["net"][inner] = np.where(c["proto"][inner] == PROTO_IPIP, ETH_IPV4, ETH_IPV6)
+        c["l3"][inner] = c["l4"][inner]
+        gre_rows = rows[gre]
+        if len(gre_rows):
+            l4 = c["l4"][gre_rows]
+            flags = g.be16(l4)
+            ptype = g.be16(l4 + 2)
+            hdr = 4 + 4 * (((flags & 0x8000) != 0).astype(np.int64) + ((flags & 0x2000) != 0) + ((flags & 0x1000) != 0))
+            carries_ip = ((flags & 0x7) == 0) & ((ptype == ETH_IPV4) | (ptype == ETH_IPV6)) & (l4 + 4 <= self.end[gre_rows])
+            gre_rows, l4, hdr, ptype = gre_rows[carries_ip], l4[carries_ip], hdr[carries_ip], ptype[carries_ip]
+            c["net"][gre_rows] = ptype
+            c["l3"][gre_rows] = l4 + hdr
+            inner = np.concatenate([inner, gre_rows])
+        return np.sort(inner)
+
+    # -- transport layer -------------------------------------------------------------------------------------
+
+    def _transport(self, rows: np.ndarray) -> None:
+        c = self.cols
+        rows = rows[~c["later_fragment"][rows]]
+        proto = c["proto"][rows]
+        self._tcp(rows[proto == PROTO_TCP])
+        self._udp(rows[proto == PROTO_UDP])
+        self._icmp(rows[(proto == PROTO_ICMP) | (proto == PROTO_ICMPV6)])
+
+    def _l4_captured(self, rows: np.ndarray, size: int) -> np.ndarray:
+        """Rows whose first `size` L4 bytes are present; the others are counted as truncated."""
+        c = self.cols
+        ok = c["l4"][rows] + size <= self.end[rows]
+        cut = rows[~ok]
+        # a header cut by the capture's snaplen is a capture-quality matter, not a malformed packet
+        self.mark(cut[c["caplen"][cut] >= c["wirelen"][cut]], "truncated-l4-header")
+        return rows[ok]
+
+    def _payload(self, rows: np.ndarray, hlen: np.ndarray) -> None:
+        c = self.cols
+        plen = c["payload_len"][rows] - hlen
+        neg = plen < 0
+        self.mark(rows[neg], "l4-length-negative")
+        plen = np.maximum(plen, 0)
+        off = c["l4"][rows] + hlen
+        c["payload_len"][rows] = plen
+        c["payload_off"][rows] = off
+        c["payload_cap"][rows] = np.clip(np.minimum(self.end[rows], off + plen) - off, 0, None)
+
+    def _tcp(self, rows: np.ndarray) -> None:
+        c, g = self.cols, self.g
+        rows = self._l4_captured(rows, 20)
+        l4 = c["l4"][rows]
+        c["sport"][rows] = g.be16(l4)
+        c["dport"][rows] = g.be16(l4 + 2)
+        c["seq"][rows] = g.be32(l4 + 4)
+        c["ack"][rows] = g.be32(l4 + 8)
+        b12 = g.u8(l4 + 12)
+        hlen = (b12 >> 4) * 4
+        c["tcp_flags"][rows] = g.u8(l4 + 13) | ((b12 & 1) << 8)
+        c["win"][rows] = g.be16(l4 + 14)
+        bad = hlen < 20
+        self.mark(rows[bad], "bad-tcp-header-length")
+        c["tcp_hlen"][rows] = hlen
+        self._payload(rows[~bad], hlen[~bad])
+        self._tcp_options(rows[~bad & (hlen > 20)])
+
+    def _tcp_options(self, rows: np.ndarray) -> None:
+        """Walk the option TLVs of all rows in lock-step: MSS, window scale, SACK-permitted, SACK blocks."""
+        c, g = self.cols, self.g
+        pos = c["l4"][rows] + 20
+        stop = np.minimum(c["l4"][rows] + c["tcp_hlen"][rows], self.end[rows])
+        for _ in range(40):  # 40 option bytes at most, so 40 steps always suffice
+            live = pos < stop
+            if not live.any():
+                return
+            rows, pos, stop = rows[live], pos[live], stop[live]
+            kind = g.u8(pos)
+            length = np.where(kind == 1, 1, g.u8(pos + 1))
+            usable = (kind != 0) & (length >= 1) & ((kind == 1) | (length >= 2)) & (pos + length <= stop)
+            rows, pos, stop, kind, length = rows[usable], pos[usable], stop[usable], kind[usable], length[usable]
+            mss = (kind == 2) & (length == 4)
+            c["mss"][rows[mss]] = g.be16(pos[mss] + 2)
+            ws = (kind == 3) & (length == 3)
+            c["wscale"][rows[ws]] = g.u8(pos[ws] + 2)
+            c["sack_ok"][rows[kind == 4]] = True
+            sack = kind == 5
+            c["sack_blocks"][rows[sack]] = (length[sack] - 2) // 8
+            pos = pos + length
+
+    def _udp(self, rows: np.ndarray) -> None:
+        c, g = self.cols, self.g
+        rows = self._l4_captured(rows, 8)
+        l4 = c["l4"][rows]
+        c["sport"][rows] = g.be16(l4)
+        c["dport"][rows] = g.be16(l4 + 2)
+        self._payload(rows, np.full(len(rows), 8))
+
+    def _icmp(self, rows: np.ndarray) -> None:
+        c, g = self.cols, self.g
+        rows = self._l4_captured(rows, 8)
+        l4 = c["l4"][rows]
+        icmp_type, code = g.u8(l4), g.u8(l4 + 1)
+        c["icmp_type"][rows] = icmp_type
+        c["icmp_code"][rows] = code
+        v6 = c["proto"][rows] == PROTO_ICMPV6
+        frag_needed = ~v6 & (icmp_type == 3) & (code == 4)
+        too_big = v6 & (icmp_type == 2)
+        c["icmp_mtu"][rows[frag_needed]] = g.be16(l4[frag_needed] + 6)
+        c["icmp_mtu"][rows[too_big]] = g.be32(l4[too_big] + 4)
+        self._payload(rows, np.full(len(rows), 8))
+
+    def _arp_fields_ok(self) -> None:
+        c = self.cols
+        arp = np.flatnonzero(c["net"] == ETH_ARP)
+        short = arp[c["l3"][arp] + 28 > self.end[arp]]
+        self.mark(short, "truncated-arp")
+
+
+def decode_batch(batch: RawBatch, iface_linktypes: np.ndarray) -> Packets:
+    """Decode every packet of a batch into columns. `iface_linktypes[i]` is interface i's link type."""
+    return _Decoder(batch, iface_linktypes).run()

@@ -15,7 +15,7 @@ class UnsupportedCaptureError(PcapsenseError):
     """The input is a capture, but of a version or variant we cannot read (e.g. pcap major version 1)."""
 
 
-class MalformedPacket(Exception):  # noqa: N818 - it is a verdict about a packet, not a program error
+class MalformedPacket(Exception):
     """A single packet (or message inside it) could not be decoded.
 
     `kind` is a short stable label ("dns-name-loop", "tls-truncated", ...) that the core counts per kind:

@@ -96,7 +96,8 @@ def _unframe(payload: bytes, over_tcp: bool) -> tuple[bytes, bool]:
 
 def _need(message: bytes, pos: int, count: int) -> None:
     if pos + count > len(message):
-        raise MalformedPacket("dns-truncated", f"need {count} bytes at offset {pos}, message has {len(message)}")
+        detail = f"need {count} bytes at offset {pos}, message has {len(message)}"
+        raise MalformedPacket("dns-truncated", detail)
 
 
 def _unpack(layout: struct.Struct, message: bytes, pos: int) -> tuple[int, ...]:
@@ -179,7 +180,8 @@ def _read_name(message: bytes, start: int) -> tuple[list[bytes], int]:
         _need(message, pos + 1, length)
         wire_length += length + 1
         if wire_length > MAX_NAME_BYTES:
-            raise MalformedPacket("dns-name-too-long", f"name at offset {start} exceeds {MAX_NAME_BYTES} bytes")
+            detail = f"name at offset {start} exceeds {MAX_NAME_BYTES} bytes"
+            raise MalformedPacket("dns-name-too-long", detail)
         labels.append(message[pos + 1 : pos + 1 + length])
         pos += length + 1
 

@@ -28,7 +28,7 @@ COMPRESSIONS: dict[bytes, tuple[str, Callable[[BinaryIO], BinaryIO]]] = {
 }
 
 
-class DecompressionCapExceeded(Exception):  # noqa: N818 - a condition, reported as a capture fault
+class DecompressionCapExceeded(Exception):
     """The decompressed stream grew past the configured cap."""
 
 

@@ -1,0 +1,179 @@
+"""One analysis: capture -> reader -> decoder -> flow table -> detectors -> findings -> triage.
+
+The engine is the only place that knows the order of the pipeline. It counts everything it skips (unknown link
+types, malformed packets by kind, evicted flows) so nothing disappears silently, and it keeps the results found
+before a framing fault, marking the analysis partial.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pcapsense import __version__
+from pcapsense.decode.columns import decode_batch
+from pcapsense.decode.linktypes import LINK_LAYERS, linktype_name
+from pcapsense.detector import CaptureContext, Detector, instantiate, load_detectors
+from pcapsense.events import StreamBuilder
+from pcapsense.findings import Finding
+from pcapsense.flows import FlowLimits, FlowTable
+from pcapsense.ladder import Rung, build_ladder
+from pcapsense.reader import open_capture
+from pcapsense.reader.source import DEFAULT_MAX_DECOMPRESSED
+from pcapsense.stats import TrafficStats
+
+Progress = Callable[[int, int, float], None]  # (bytes consumed, packets, seconds elapsed)
+
+
+@dataclass
+class AnalysisOptions:
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    limits: FlowLimits = field(default_factory=FlowLimits)
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED
+    registry: dict[str, type[Detector]] | None = None  # detectors to run; None = every installed one
+
+
+@dataclass
+class AnalysisResult:
+    capture: dict[str, Any]
+    stats: dict[str, Any]
+    findings: list[Finding]
+    ladder: list[Rung]
+    narrative: str
+    detectors: list[str]
+    flow_sample: pd.DataFrame | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pcapsense": __version__,
+            "schema": 1,
+            "capture": self.capture,
+            "stats": self.stats,
+            "findings": [f.to_dict() for f in self.findings],
+            "ladder": [r.to_dict() for r in self.ladder],
+            "narrative": self.narrative,
+            "detectors": self.detectors,
+        }
+
+
+class _Dispatch:
+    """Routes each stream to the detectors that subscribe to it; builds a stream only when someone listens."""
+
+    def __init__(self, detectors: list[Detector]) -> None:
+        self.subscribers: dict[str, list[Detector]] = {}
+        for det in detectors:
+            for stream in det.streams():
+                self.subscribers.setdefault(stream, []).append(det)
+
+    def wants(self, stream: str) -> bool:
+        return stream in self.subscribers
+
+    def send(self, stream: str, frame: pd.DataFrame) -> None:
+        if frame is None or not len(frame):
+            return
+        for det in self.subscribers.get(stream, ()):
+            getattr(det, f"on_{stream}")(frame)
+
+
+def analyze(path: str, options: AnalysisOptions | None = None, progress: Progress | None = None) -> AnalysisResult:
+    """Analyse one capture in a single streaming pass."""
+    options = options or AnalysisOptions()
+    started = time.monotonic()
+    opened = open_capture(path, max_decompressed=options.max_decompressed)
+    reader = opened.reader
+    registry = options.registry if options.registry is not None else load_detectors()
+    table = FlowTable(options.limits)
+    streams = StreamBuilder()
+    stats = TrafficStats()
+    detectors: list[Detector] = []
+    dispatch = _Dispatch([])
+    context_ready = False
+    try:
+        for batch in reader.batches():
+            if not context_ready:
+                context = CaptureContext(opened.source.name, tuple(i.linktype for i in reader.interfaces),
+                                         len(reader.interfaces))
+                detectors = instantiate(registry, options.overrides, context)
+                dispatch = _Dispatch(detectors)
+                context_ready = True
+            linktypes = np.array([i.linktype for i in reader.interfaces], dtype=np.int64)
+            pk = decode_batch(batch, linktypes)
+            info = table.update(pk)
+            row_of = np.full(len(pk), -1, dtype=np.int64)
+            row_of[info.rows] = np.arange(len(info.rows))
+            stats.add_batch(pk, info)
+            for name in ("arp", "broadcast", "ndp", "icmp_errors", "tcp_retransmissions", "tls", "http"):
+                if dispatch.wants(name):
+                    dispatch.send(name, streams.build(name, pk, info, row_of))
+            dns = streams.build("dns", pk, info, row_of)
+            stats.add_dns(dns)
+            dispatch.send("dns", dns)
+            _emit_flows(table.expire(), stats, streams, dispatch)
+            if progress is not None:
+                progress(reader.chunks.base, stats.packets, time.monotonic() - started)
+    finally:
+        opened.close()
+    if not context_ready:
+        context = CaptureContext(opened.source.name, tuple(i.linktype for i in reader.interfaces),
+                                 len(reader.interfaces))
+        detectors = instantiate(registry, options.overrides, context)
+        dispatch = _Dispatch(detectors)
+    _emit_flows(table.drain(), stats, streams, dispatch)
+    findings = _collect(detectors, stats)
+    capture = _capture_facts(opened.source, reader, stats)
+    stats_dict = stats.to_dict(table.stats, streams.malformed, options.limits)
+    stats_dict["elapsed_s"] = round(time.monotonic() - started, 3)
+    ladder, narrative = build_ladder(findings, stats.observed())
+    return AnalysisResult(capture, stats_dict, findings, ladder, narrative, sorted(registry))
+
+
+def _emit_flows(records: pd.DataFrame | None, stats: TrafficStats, streams: StreamBuilder,
+                dispatch: _Dispatch) -> None:
+    if records is None or not len(records):
+        return
+    stats.add_flows(records)
+    streams.forget(records["conn_id"].to_numpy())
+    dispatch.send("flows", records)
+
+
+def _collect(detectors: list[Detector], stats: TrafficStats) -> list[Finding]:
+    findings: list[Finding] = []
+    for det in detectors:
+        for finding in det.finish():
+            finding.caveats = [*finding.caveats, *stats.caveats_for(finding)]
+            findings.append(finding)
+    findings.sort(key=lambda f: (-int(f.severity), f.layer, f.detector))
+    return findings
+
+
+def _capture_facts(source: Any, reader: Any, stats: TrafficStats) -> dict[str, Any]:
+    warnings = list(reader.warnings)
+    if reader.fault is not None:
+        warnings.insert(0, reader.fault.describe(source.name))
+    for name, count in sorted(reader.counters.items()):
+        warnings.append(f"{name.replace('_', ' ')}: {count}")
+    unknown = {lt: n for lt, n in stats.link_packets.items() if lt not in LINK_LAYERS}
+    for lt, n in sorted(unknown.items()):
+        warnings.append(f"{n} packets on {linktype_name(lt)} were counted but not decoded")
+    return {
+        "path": source.name,
+        "format": reader.format,
+        "compression": source.compression,
+        "link_types": [{"linktype": i.linktype, "name": linktype_name(i.linktype), "interface": i.index}
+                       for i in reader.interfaces],
+        "interfaces": len(reader.interfaces),
+        "packets": stats.packets,
+        "bytes": stats.wire_bytes,
+        "first_ts": stats.first_ts,
+        "last_ts": stats.last_ts,
+        "partial": reader.fault is not None,
+        "fault": None if reader.fault is None else {"record": reader.fault.record, "offset": reader.fault.offset,
+                                                    "message": reader.fault.message},
+        "warnings": warnings,
+    }
+

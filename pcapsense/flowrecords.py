@@ -1,0 +1,118 @@
+"""Closed, expired or evicted flows become flow records: one pandas row per connection.
+
+The record is what detectors reason about for handshakes, closes and reuse: a Zeek-style history string and
+connection state, per-direction counters, the frames that matter as evidence and why the record was emitted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from pcapsense.flowstate import SlotStore
+
+# Zeek history letters, in bit order; upper case = originator, lower case = responder.
+HISTORY_LETTERS = "SHADFRTGWC"
+LETTER_BIT = {letter: i for i, letter in enumerate(HISTORY_LETTERS)}
+END_REASONS = ("end-of-capture", "idle-timeout", "evicted-flow-cap", "superseded-by-reuse")
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6"}
+
+
+@lru_cache(maxsize=1 << 18)
+def address_text(hi: int, lo: int) -> str:
+    """Render a 128-bit address; IPv4 lives in it as ::ffff:a.b.c.d and is shown as a.b.c.d."""
+    if hi == 0 and (lo >> 32) == 0xFFFF:
+        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
+
+
+def mac_text(mac: int) -> str:
+    return "" if mac < 0 else ":".join(f"{(mac >> s) & 0xFF:02x}" for s in range(40, -1, -8))
+
+
+def conn_state(history: str, proto: int) -> str:
+    """Zeek's conn_state from the history string (base/protocols/conn/main.zeek definitions)."""
+    if proto != 6:
+        return "SF" if ("D" in history and "d" in history) else ("S0" if "d" not in history else "OTH")
+    orig_syn, resp_synack = "S" in history, "h" in history
+    orig_fin, resp_fin = "F" in history, "f" in history
+    orig_rst, resp_rst = "R" in history, "r" in history
+    if not orig_syn:
+        if resp_synack and resp_rst:
+            return "RSTRH"
+        if resp_synack and resp_fin:
+            return "SHR"
+        return "OTH"
+    if not resp_synack:
+        if resp_rst:
+            return "REJ"
+        if orig_rst:
+            return "RSTOS0"
+        if orig_fin:
+            return "SH"
+        return "S0"
+    if orig_rst:
+        return "RSTO"
+    if resp_rst:
+        return "RSTR"
+    if orig_fin and resp_fin:
+        return "SF"
+    if orig_fin:
+        return "S2"
+    if resp_fin:
+        return "S3"
+    return "S1"
+
+
+def handshake(history: str) -> str:
+    """complete / half-open (SYN + SYN-ACK, no completing ACK) / syn-only / none (midstream)."""
+    if "S" not in history:
+        return "none"
+    if "h" not in history:
+        return "syn-only"
+    return "complete" if ("A" in history or "D" in history) else "half-open"
+
+
+def _seconds(ns: np.ndarray) -> np.ndarray:
+    return np.where(ns >= 0, ns / 1e9, np.nan)
+
+
+def build_records(store: SlotStore, slots: np.ndarray, histories: list[str], reasons: np.ndarray) -> pd.DataFrame:
+    """One row per slot in `slots`; `histories[i]` is the history of slots[i], `reasons` its end-reason code."""
+    s = store
+    proto = s["proto"][slots]
+    o_hi, o_lo = s["orig_hi"][slots].tolist(), s["orig_lo"][slots].tolist()
+    r_hi, r_lo = s["resp_hi"][slots].tolist(), s["resp_lo"][slots].tolist()
+    cols: dict[str, object] = {
+        "conn_id": s["conn_id"][slots],
+        "proto": proto,
+        "orig": [address_text(h, lo) for h, lo in zip(o_hi, o_lo, strict=True)],
+        "orig_port": s["orig_port"][slots],
+        "resp": [address_text(h, lo) for h, lo in zip(r_hi, r_lo, strict=True)],
+        "resp_port": s["resp_port"][slots],
+        "first_ts": s["first_ns"][slots] / 1e9,
+        "last_ts": s["last_ns"][slots] / 1e9,
+        "history": histories,
+        "state": [conn_state(h, int(p)) for h, p in zip(histories, proto.tolist(), strict=True)],
+        "handshake": [handshake(h) if p == 6 else "none" for h, p in zip(histories, proto.tolist(), strict=True)],
+        "end_reason": [END_REASONS[r] for r in reasons.tolist()],
+    }
+    for name in ("first_frame", "last_frame", "syn_frame", "synack_frame", "ack3_frame", "rst_frame", "rst_dir",
+                 "rst_ttl", "fin_first_dir", "prev_closed", "syn_count", "synack_count", "syn_retrans",
+                 "synack_retrans"):
+        cols[name] = s[name][slots]
+    for name in ("syn_ns", "synack_ns", "ack3_ns", "fin_ns", "closed_ns"):
+        cols[name.replace("_ns", "_ts")] = _seconds(s[name][slots])
+    cols["reuse_gap_s"] = _seconds(s["reuse_gap_ns"][slots])
+    for name in ("pkts", "bytes", "payload", "retrans", "fast_retrans", "ooo", "lost", "ack_unseen",
+                 "ack_no_peer", "dupes", "dupacks", "zero_win", "max_seg", "max_acked_seg", "max_ip_len", "mss",
+                 "wscale", "ttl_first", "ttl_min", "ttl_max", "iface_first", "iface_mask", "mac_varies",
+                 "flags_or"):
+        both = s[name][slots]
+        cols[f"{name}_o"], cols[f"{name}_r"] = both[:, 0], both[:, 1]
+    cols["mac_o"] = [mac_text(m) for m in s["mac_first"][slots, 0].tolist()]
+    cols["mac_r"] = [mac_text(m) for m in s["mac_first"][slots, 1].tolist()]
+    return pd.DataFrame(cols)

@@ -1,0 +1,1 @@
+"""Renderers of an analysis result: terminal summary, JSON document."""

@@ -21,7 +21,10 @@ IDB, PB, SPB, EPB = 1, 2, 3, 6
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 OPT_IF_TSRESOL, OPT_IF_TSOFFSET, OPT_IF_NAME = 9, 14, 2
 SKIPPED_BLOCK_NAMES = {4: "name_resolution", 5: "interface_statistics", 0xA: "decryption_secrets",
-                       0xBAD: "custom", 0x40000BAD: "custom"}
+                       0xBAD: "custom", 0x40000BAD: "custom", 9: "systemd_journal"}
+# Blocks Wireshark shows as frames of their own (custom blocks, systemd journal entries): they are not packets,
+# but they take a frame number, so packet frame numbers stay equal to Wireshark's.
+FRAME_LIKE_BLOCKS = frozenset({0xBAD, 0x40000BAD, 9})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,7 @@ class PcapngReader:
     counters: dict[str, int] = field(default_factory=dict)
     records: int = 0  # packets delivered
     blocks: int = 0  # blocks walked (fault messages count blocks, like Wireshark's "block")
+    frames: int = 0  # frame numbers handed out (packets plus frame-like blocks)
 
     sections: int = 0
 
@@ -66,7 +70,8 @@ class PcapngReader:
     def batches(self) -> Iterator[RawBatch]:
         while True:
             more = self.chunks.fill()
-            cols: tuple[list[int], ...] = ([], [], [], [], [])  # data offset, caplen, wirelen, ticks, iface
+            # data offset, caplen, wirelen, ticks, iface, frame number
+            cols: tuple[list[int], ...] = ([], [], [], [], [], [])
             off = self._walk(self.chunks.buf, cols)
             if cols[0]:
                 yield self._to_batch(cols)
@@ -81,7 +86,8 @@ class PcapngReader:
 
     def _walk(self, buf: bytes, cols: tuple[list[int], ...]) -> int:
         off, end = 0, len(buf)
-        data_off, caps, wires, ticks, ifaces = cols
+        data_off, caps, wires, ticks, ifaces, frames = cols
+        frame_no = self.frames
         while off + 12 <= end:
             btype = struct.unpack_from(self._order + "I", buf, off)[0]
             order = self._order
@@ -116,6 +122,8 @@ class PcapngReader:
                 wires.append(wirelen)
                 ticks.append((hi << 32) | lo)
                 ifaces.append(self._section_ifaces[iface])
+                frame_no += 1
+                frames.append(frame_no)
             elif btype == SPB:
                 if not self._section_ifaces:
                     self._set_fault(off, "simple packet block before any interface description block")
@@ -127,12 +135,16 @@ class PcapngReader:
                 wires.append(wirelen)
                 ticks.append(-1)  # SPBs carry no timestamp
                 ifaces.append(self._section_ifaces[0])
+                frame_no += 1
+                frames.append(frame_no)
             elif btype == IDB:
                 self._add_interface(buf, body, off + blen - 4)
             else:
                 key = f"skipped_{SKIPPED_BLOCK_NAMES.get(btype, 'unknown')}_blocks"
                 self.counters[key] = self.counters.get(key, 0) + 1
+                frame_no += btype in FRAME_LIKE_BLOCKS
             self.blocks += 1
+            self.frames = frame_no
             off += blen
         return off
 
@@ -204,7 +216,7 @@ class PcapngReader:
     # -- batch assembly -------------------------------------------------------------------------------------
 
     def _to_batch(self, cols: tuple[list[int], ...]) -> RawBatch:
-        data_off, caps, wires, ticks, ifaces = cols
+        data_off, caps, wires, ticks, ifaces, frames = cols
         caplen = np.asarray(caps, dtype=np.int64)
         wirelen = np.asarray(wires, dtype=np.int64)
         ts_ns = np.fromiter((self._to_ns(t, i) for t, i in zip(ticks, ifaces, strict=True)), np.int64, len(ticks))
@@ -212,7 +224,7 @@ class PcapngReader:
         trunc = int(np.count_nonzero(caplen < wirelen))
         if trunc:
             self.counters["truncated_by_snaplen"] = self.counters.get("truncated_by_snaplen", 0) + trunc
-        frame = np.arange(self.records + 1, self.records + n + 1, dtype=np.int64)
+        frame = np.asarray(frames, dtype=np.int64)
         self.records += n
         data = np.frombuffer(self.chunks.buf, dtype=np.uint8)
         return RawBatch(data, np.asarray(data_off, dtype=np.int64), caplen, wirelen, ts_ns, frame,

@@ -153,9 +153,7 @@ def arp(op: int, sha: bytes, spa: str, tha: bytes, tpa: str) -> bytes:
 # ----------------------------------------------------------------------------------------------------- IP
 
 
-def ipv4(
-    src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64, ident: int = 0, df: bool = True
-) -> bytes:
+def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64, ident: int = 0, df: bool = True) -> bytes:
     """IPv4 header without options; DF set by default because TCP stacks set it for PMTUD."""
     head = struct.pack(
         "!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, 0x4000 if df else 0, ttl, proto, 0, addr(src), addr(dst)
@@ -191,7 +189,9 @@ def _with_checksum(src: str, dst: str, proto: int, segment: bytes, offset: int) 
 # ---------------------------------------------------------------------------------------------------- TCP
 
 
-def tcp_syn_options(mss: int, *, wscale: int | None = 7, sack_ok: bool = True, ts: tuple[int, int] | None = None) -> bytes:
+def tcp_syn_options(
+    mss: int, *, wscale: int | None = 7, sack_ok: bool = True, ts: tuple[int, int] | None = None
+) -> bytes:
     """SYN options in Linux order: MSS, SACK-permitted, timestamps, NOP, window scale."""
     out = struct.pack("!BBH", 2, 4, mss)
     if sack_ok and ts is not None:
@@ -333,20 +333,23 @@ def dns_name(name: str | Sequence[bytes]) -> bytes:
     return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
 
 
+DnsAnswer = tuple[int, bytes, bytes | None]  # (type, rdata, owner name in wire form or None = the question)
+
+
 def dns_message(
     txid: int,
     flags: int,
     question: tuple[str | Sequence[bytes], int],
-    answers: Iterable[tuple[int, bytes]] = (),
+    answers: Iterable[DnsAnswer] = (),
     *,
     ttl: int = 300,
 ) -> bytes:
-    """One-question DNS message; answers are (type, rdata) and point back at the question name."""
+    """One-question DNS message; an answer without an owner points back at the question name (0xc00c)."""
     answers = list(answers)
     qname, qtype = question
     out = struct.pack("!HHHHHH", txid, flags, 1, len(answers), 0, 0) + dns_name(qname) + struct.pack("!HH", qtype, 1)
-    for rtype, rdata in answers:
-        out += struct.pack("!HHHIH", 0xC00C, rtype, 1, ttl, len(rdata)) + rdata
+    for rtype, rdata, owner in answers:
+        out += (b"\xc0\x0c" if owner is None else owner) + struct.pack("!HHIH", rtype, 1, ttl, len(rdata)) + rdata
     return out
 
 
@@ -360,19 +363,37 @@ def dns_response(
     qtype: int = QTYPE_A,
     *,
     rcode: int = RCODE_NOERROR,
-    answers: Iterable[tuple[int, bytes]] = (),
+    answers: Iterable[DnsAnswer] = (),
     truncated: bool = False,
 ) -> bytes:
     flags = DNS_QR | DNS_RD | DNS_RA | rcode | (DNS_TC if truncated else 0)
     return dns_message(txid, flags, (qname, qtype), answers)
 
 
-def a_record(ip4: str) -> tuple[int, bytes]:
-    return QTYPE_A, addr(ip4)
+def a_record(ip4: str, owner: str | None = None) -> DnsAnswer:
+    return QTYPE_A, addr(ip4), None if owner is None else dns_name(owner)
 
 
-def aaaa_record(ip6: str) -> tuple[int, bytes]:
-    return QTYPE_AAAA, addr(ip6)
+def aaaa_record(ip6: str, owner: str | None = None) -> DnsAnswer:
+    return QTYPE_AAAA, addr(ip6), None if owner is None else dns_name(owner)
+
+
+def cname_record(target: str) -> DnsAnswer:
+    return QTYPE_CNAME, dns_name(target), None
+
+
+def txt_record(text: bytes) -> DnsAnswer:
+    """TXT rdata: the text cut into <=255-byte character strings."""
+    return (
+        QTYPE_TXT,
+        b"".join(bytes([len(text[i : i + 255])]) + text[i : i + 255] for i in range(0, len(text), 255)),
+        None,
+    )
+
+
+def dns_over_tcp(message: bytes) -> bytes:
+    """DNS over TCP frames each message with a 2-byte length."""
+    return struct.pack("!H", len(message)) + message
 
 
 # ---------------------------------------------------------------------------------------------------- TLS
@@ -381,9 +402,10 @@ TLS_CHANGE_CIPHER_SPEC, TLS_ALERT, TLS_HANDSHAKE, TLS_APPLICATION_DATA = 20, 21,
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_CERTIFICATE = 1, 2, 11
 HS_SERVER_KEY_EXCHANGE, HS_SERVER_HELLO_DONE, HS_CLIENT_KEY_EXCHANGE = 12, 14, 16
 ALERT_WARNING, ALERT_FATAL = 1, 2
-ALERT_CLOSE_NOTIFY, ALERT_HANDSHAKE_FAILURE = 0, 40
+ALERT_CLOSE_NOTIFY, ALERT_HANDSHAKE_FAILURE, ALERT_UNKNOWN_CA = 0, 40, 48
 
 TLS12 = 0x0303
+TLS_MAX_RECORD = 16384
 EXT_SNI, EXT_GROUPS, EXT_POINT_FORMATS, EXT_SIG_ALGS, EXT_ALPN = 0, 10, 11, 13, 16
 EXT_SUPPORTED_VERSIONS, EXT_KEY_SHARE, EXT_RENEGOTIATION_INFO = 43, 51, 0xFF01
 
@@ -420,7 +442,9 @@ def alpn_extension(protocols: Sequence[bytes]) -> bytes:
     return _ext(EXT_ALPN, _vec16(b"".join(_vec8(p) for p in protocols)))
 
 
-def client_hello(rng: random.Random, sni: bytes, alpn: Sequence[bytes] = (b"h2", b"http/1.1")) -> bytes:
+def client_hello(
+    rng: random.Random, sni: bytes, alpn: Sequence[bytes] = (b"h2", b"http/1.1"), session_id: bytes | None = None
+) -> bytes:
     """TLS ClientHello record (record version 0x0301 like real clients) with SNI and ALPN extensions."""
     exts = sni_extension(sni) + alpn_extension(alpn)
     exts += _ext(EXT_GROUPS, _vec16(struct.pack("!3H", 29, 23, 24)))
@@ -429,13 +453,17 @@ def client_hello(rng: random.Random, sni: bytes, alpn: Sequence[bytes] = (b"h2",
     exts += _ext(EXT_SUPPORTED_VERSIONS, _vec8(struct.pack("!2H", 0x0304, TLS12)))
     exts += _ext(EXT_KEY_SHARE, _vec16(struct.pack("!HH", 29, 32) + rng.randbytes(32)))
     suites = b"".join(struct.pack("!H", s) for s in CLIENT_SUITES)
-    body = struct.pack("!H", TLS12) + rng.randbytes(32) + _vec8(rng.randbytes(32)) + _vec16(suites)
+    session = rng.randbytes(32) if session_id is None else session_id
+    body = struct.pack("!H", TLS12) + rng.randbytes(32) + _vec8(session) + _vec16(suites)
     body += _vec8(b"\0") + _vec16(exts)
     return tls_record(TLS_HANDSHAKE, tls_handshake(HS_CLIENT_HELLO, body), version=0x0301)
 
 
-def server_hello(rng: random.Random, alpn: bytes | None = b"http/1.1", tls13: bool = False) -> bytes:
-    """ServerHello handshake message (not yet in a record, so it can share one with Certificate)."""
+def server_hello(
+    rng: random.Random, alpn: bytes | None = b"http/1.1", tls13: bool = False, session_id: bytes | None = None
+) -> bytes:
+    """ServerHello handshake message (not yet in a record, so it can share one with Certificate); echoing
+    the client's session id means an abbreviated (resumed) TLS 1.2 handshake."""
     if tls13:
         exts = _ext(EXT_SUPPORTED_VERSIONS, struct.pack("!H", 0x0304))
         exts += _ext(EXT_KEY_SHARE, struct.pack("!HH", 29, 32) + rng.randbytes(32))
@@ -444,18 +472,52 @@ def server_hello(rng: random.Random, alpn: bytes | None = b"http/1.1", tls13: bo
         exts = _ext(EXT_RENEGOTIATION_INFO, b"\0") + _ext(EXT_POINT_FORMATS, _vec8(b"\0"))
         exts += alpn_extension([alpn]) if alpn else b""
         suite = SUITE_ECDHE_RSA_AES128_GCM
-    body = struct.pack("!H", TLS12) + rng.randbytes(32) + _vec8(rng.randbytes(32)) + struct.pack("!HB", suite, 0)
+    session = rng.randbytes(32) if session_id is None else session_id
+    body = struct.pack("!H", TLS12) + rng.randbytes(32) + _vec8(session) + struct.pack("!HB", suite, 0)
     return tls_handshake(HS_SERVER_HELLO, body + _vec16(exts))
 
 
-def fake_der(rng: random.Random, size: int) -> bytes:
-    """Opaque stand-in for a DER certificate: a SEQUENCE header with random content of `size` bytes total."""
-    return b"\x30\x82" + struct.pack("!H", size - 4) + rng.randbytes(size - 4)
+def _der(tag: int, content: bytes) -> bytes:
+    """One DER TLV with definite length."""
+    size = len(content)
+    if size < 0x80:
+        return bytes([tag, size]) + content
+    raw = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + content
 
 
-def certificate(rng: random.Random, sizes: Sequence[int] = (1650, 1180, 1020)) -> bytes:
-    """Certificate handshake message carrying a chain; the default is big enough to need full-size segments."""
-    certs = b"".join(len(c).to_bytes(3, "big") + c for c in (fake_der(rng, n) for n in sizes))
+OID_SHA256_RSA = bytes.fromhex("2a864886f70d01010b")
+OID_RSA = bytes.fromhex("2a864886f70d010101")
+OID_COMMON_NAME = bytes.fromhex("550403")
+
+
+def _der_name(common_name: bytes) -> bytes:
+    attribute = _der(0x30, _der(0x06, OID_COMMON_NAME) + _der(0x0C, common_name))
+    return _der(0x30, _der(0x31, attribute))
+
+
+def x509_certificate(rng: random.Random, subject: bytes, issuer: bytes, size: int) -> bytes:
+    """A structurally valid (unsigned, random-key) X.509 v3 certificate of roughly `size` bytes, so that
+    dissectors parse it cleanly; the RSA modulus length absorbs the size."""
+    algorithm = _der(0x30, _der(0x06, OID_SHA256_RSA) + _der(0x05, b""))
+    validity = _der(0x30, _der(0x17, b"230101000000Z") + _der(0x17, b"251231235959Z"))
+    modulus = (
+        b"\x00" + bytes([0x80 | rng.randrange(0x80)]) + rng.randbytes(max(64, size - 420 - len(subject) - len(issuer)))
+    )
+    rsa_key = _der(0x30, _der(0x02, modulus) + _der(0x02, b"\x01\x00\x01"))
+    spki = _der(0x30, _der(0x30, _der(0x06, OID_RSA) + _der(0x05, b"")) + _der(0x03, b"\0" + rsa_key))
+    serial = _der(0x02, bytes([rng.randrange(1, 0x80)]) + rng.randbytes(15))
+    version = _der(0xA0, _der(0x02, b"\x02"))
+    tbs = _der(0x30, version + serial + algorithm + _der_name(issuer) + validity + _der_name(subject) + spki)
+    return _der(0x30, tbs + algorithm + _der(0x03, b"\0" + rng.randbytes(256)))
+
+
+def certificate(rng: random.Random, subject: bytes, sizes: Sequence[int] = (1650, 1180, 1020)) -> bytes:
+    """Certificate handshake message with a leaf for `subject` and CA certificates; the default chain is
+    big enough to need full-size segments."""
+    names = [subject] + [f"Example CA {i}".encode() for i in range(1, len(sizes) + 1)]
+    chain = [x509_certificate(rng, names[i], names[i + 1], size) for i, size in enumerate(sizes)]
+    certs = b"".join(len(c).to_bytes(3, "big") + c for c in chain)
     return tls_handshake(HS_CERTIFICATE, len(certs).to_bytes(3, "big") + certs)
 
 
@@ -482,7 +544,9 @@ def encrypted_handshake(rng: random.Random, size: int = 40) -> bytes:
 
 
 def application_data(rng: random.Random, size: int) -> bytes:
-    return tls_record(TLS_APPLICATION_DATA, rng.randbytes(size))
+    """Encrypted application data in records of at most 16 KiB (the TLS plaintext limit)."""
+    sizes = [min(TLS_MAX_RECORD, size - offset) for offset in range(0, size, TLS_MAX_RECORD)]
+    return b"".join(tls_record(TLS_APPLICATION_DATA, rng.randbytes(n)) for n in sizes)
 
 
 def alert(level: int, description: int) -> bytes:
@@ -492,7 +556,9 @@ def alert(level: int, description: int) -> bytes:
 # --------------------------------------------------------------------------------------------------- HTTP
 
 
-def http_request(method: str, target: str, host: bytes, headers: Sequence[tuple[bytes, bytes]] = (), body: bytes = b"") -> bytes:
+def http_request(
+    method: str, target: str, host: bytes, headers: Sequence[tuple[bytes, bytes]] = (), body: bytes = b""
+) -> bytes:
     """HTTP/1.1 request; header values are bytes so hostile strings pass through untouched."""
     lines = [f"{method} {target} HTTP/1.1".encode(), b"Host: " + host]
     lines += [name + b": " + value for name, value in headers]

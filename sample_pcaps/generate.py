@@ -5,9 +5,10 @@ double as a regression check on this generator: `tests/test_sample_generator.py`
 
 Manifest entry fields: `file`; `format` ("pcap"/"pcapng", of the inflated content); `compressed` (gzip);
 `link_types` (sorted distinct link types of all interfaces); `packets` (packet records: EPB+SPB+PB for
-pcapng); `first_ts`/`last_ts` (earliest/latest record timestamp, exact, 9 decimals; an SPB has none);
-`interfaces` (IDBs over all sections; 1 for pcap); `description`; `expect_fire`/`expect_silent` (detector
-ids; a detector in neither list is not asserted on that file).
+pcapng, not custom or unknown blocks); `first_ts`/`last_ts` (first/last timestamped record in file order,
+exact, 9 decimals; an SPB has no timestamp; every file is in time order); `interfaces` (IDBs over all
+sections; 1 for pcap); `description`; `expect_fire`/`expect_silent` (detector ids; a detector in neither
+list is not asserted on that file).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=HERE, help="output directory (default: the sample_pcaps folder)")
     args = parser.parse_args(argv)
     entries = generate(args.out)
-    total = sum((args.out / e["file"]).stat().st_size for e in entries)  # type: ignore[operator]
+    total = sum((args.out / str(e["file"])).stat().st_size for e in entries)
     print(f"wrote {len(entries)} captures ({total} bytes) and {MANIFEST} to {args.out}")
 
 

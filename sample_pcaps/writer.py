@@ -44,16 +44,12 @@ TSRESOL_NSEC = 9
 
 @dataclass(frozen=True)
 class Record:
-    """One captured packet: `data` is what the capture holds, `orig_len` the length on the wire if larger."""
+    """One packet as it was on the wire; writers cut `data` to the snaplen and keep `len(data)` as the
+    original length."""
 
     ts_ns: int
     data: bytes
     iface: int = 0
-    orig_len: int | None = None
-
-    @property
-    def wire_len(self) -> int:
-        return len(self.data) if self.orig_len is None else self.orig_len
 
 
 @dataclass(frozen=True)
@@ -86,8 +82,8 @@ def _pad4(data: bytes) -> bytes:
 
 
 def _bounds(records: list[Record]) -> tuple[int, int]:
-    stamps = [r.ts_ns for r in records]
-    return min(stamps), max(stamps)
+    """Timestamps of the first and last timestamped record in file order (what a reader sees first/last)."""
+    return records[0].ts_ns, records[-1].ts_ns
 
 
 # --------------------------------------------------------------------------------------------- classic pcap
@@ -112,7 +108,7 @@ class PcapFile:
             ticks = _units(rec.ts_ns, units)
             data = rec.data[: self.snaplen]
             sec, frac = divmod(ticks, units)
-            out.append(struct.pack(order + "IIII", sec, frac, len(data), rec.wire_len))
+            out.append(struct.pack(order + "IIII", sec, frac, len(data), len(rec.data)))
             out.append(data)
         return b"".join(out)
 
@@ -136,7 +132,7 @@ class Interface:
     @property
     def units_per_second(self) -> int:
         resol = TSRESOL_USEC if self.tsresol is None else self.tsresol
-        return 1 << (resol & 0x7F) if resol & 0x80 else 10 ** resol
+        return 1 << (resol & 0x7F) if resol & 0x80 else 10**resol
 
 
 @dataclass(frozen=True)
@@ -243,7 +239,7 @@ class _SectionWriter:
             data = _captured(rec.data, iface)
             opts = [] if blk.flags is None else [(OPT_EPB_FLAGS, struct.pack(o + "I", blk.flags))]
             head = struct.pack(o + "I", rec.iface) + _timestamp(o, rec.ts_ns, iface)
-            body = head + struct.pack(o + "II", len(data), rec.wire_len) + _pad4(data) + _options(o, opts)
+            body = head + struct.pack(o + "II", len(data), len(rec.data)) + _pad4(data) + _options(o, opts)
             return _block(o, BT_EPB, body)
         if isinstance(blk, Spb):
             data = _captured(blk.data, self.iface(0))
@@ -252,7 +248,7 @@ class _SectionWriter:
             rec, iface = blk.record, self.iface(blk.record.iface)
             data = _captured(rec.data, iface)
             head = struct.pack(o + "HH", rec.iface, 0) + _timestamp(o, rec.ts_ns, iface)
-            return _block(o, BT_PB, head + struct.pack(o + "II", len(data), rec.wire_len) + data)
+            return _block(o, BT_PB, head + struct.pack(o + "II", len(data), len(rec.data)) + data)
         if isinstance(blk, CustomBlock):
             return _block(o, BT_CUSTOM, struct.pack(o + "I", blk.pen) + blk.payload)
         return _block(o, blk.block_type, blk.body)

@@ -54,7 +54,9 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {}
 
 
-def scenario(file: str, description: str, *, fire: tuple[str, ...] = (), unsure: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
+def scenario(
+    file: str, description: str, *, fire: tuple[str, ...] = (), unsure: tuple[str, ...] = ()
+) -> Callable[[Builder], Builder]:
     """Register a builder; every detector not in `fire` or `unsure` is expected to stay silent."""
     unknown = (set(fire) | set(unsure)) - set(DETECTORS)
     if unknown:

@@ -7,12 +7,13 @@ it on the wire. All randomness comes from the scenario's own `random.Random`.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from sample_pcaps import build as b
-from sample_pcaps.writer import NS_PER_S, PcapFile, Record
+from sample_pcaps.writer import DEFAULT_SNAPLEN, NS_PER_S, PcapFile, Record
 
 BASE_NS = 1_700_000_000 * NS_PER_S
 C, S = 0, 1  # conversation sides: client, server
@@ -52,7 +53,9 @@ class Host:
 
 def host(ip: str, index: int, ttl: int = 64) -> Host:
     """A host with a locally administered MAC derived from `index`, so scenarios never collide."""
-    return Host(ip, bytes([0x02, 0x00, (index >> 24) & 0xFF, (index >> 16) & 0xFF, (index >> 8) & 0xFF, index & 0xFF]), ttl)
+    return Host(
+        ip, bytes([0x02, 0x00, (index >> 24) & 0xFF, (index >> 16) & 0xFF, (index >> 8) & 0xFF, index & 0xFF]), ttl
+    )
 
 
 class Capture:
@@ -100,17 +103,17 @@ class Capture:
         iface: int = 0,
         ttl: int | None = None,
         df: bool = True,
-        dst_mac: bytes | None = None,
     ) -> bytes:
         """Emit an IP packet from `src` to `dst`; returns the L3 bytes (ICMP errors quote them)."""
-        packet = b.ip(src.ip, dst.ip, proto, payload, ttl=src.ttl if ttl is None else ttl,
-                      ident=self.next_ident(src.ip), df=df)
+        packet = b.ip(
+            src.ip, dst.ip, proto, payload, ttl=src.ttl if ttl is None else ttl, ident=self.next_ident(src.ip), df=df
+        )
         ethertype = b.ETH_IPV6 if b.is_v6(src.ip) else b.ETH_IPV4
-        self.frame(t, src.mac, dst.mac if dst_mac is None else dst_mac, ethertype, packet, iface)
+        self.frame(t, src.mac, dst.mac, ethertype, packet, iface)
         return packet
 
-    def udp(self, t: int, src: Host, dst: Host, sport: int, dport: int, payload: bytes, **kw: object) -> bytes:
-        return self.ip(t, src, dst, b.PROTO_UDP, b.udp(src.ip, dst.ip, sport, dport, payload), **kw)  # type: ignore[arg-type]
+    def udp(self, t: int, src: Host, dst: Host, sport: int, dport: int, payload: bytes, iface: int = 0) -> bytes:
+        return self.ip(t, src, dst, b.PROTO_UDP, b.udp(src.ip, dst.ip, sport, dport, payload), iface=iface)
 
     def arp_request(self, t: int, sender: Host, target_ip: str, iface: int = 0) -> None:
         payload = b.arp(b.ARP_REQUEST, sender.mac, sender.ip, b"\0" * 6, target_ip)
@@ -136,9 +139,9 @@ class Capture:
         """Frames in time order; ties keep program order so output never depends on sort stability quirks."""
         return [rec for _, _, rec in sorted(self._frames, key=lambda f: (f[0], f[1]))]
 
-    def pcap(self, **kw: object) -> PcapFile:
-        """Single-interface capture as a classic pcap file."""
-        return PcapFile(self.linktypes[0], self.records(), **kw)  # type: ignore[arg-type]
+    def pcap(self, *, big_endian: bool = False, snaplen: int = DEFAULT_SNAPLEN) -> PcapFile:
+        """Single-interface capture as a classic microsecond pcap file."""
+        return PcapFile(self.linktypes[0], self.records(), big_endian=big_endian, snaplen=snaplen)
 
 
 class TcpConn:
@@ -184,7 +187,7 @@ class TcpConn:
         self.rcv = [0, 0]
         self._arrived: list[dict[int, int]] = [{}, {}]
         self._ts_base = [rng.getrandbits(30), rng.getrandbits(30)]
-        self._ts_recent = [0, 0]
+        self._ts_heard: list[list[tuple[int, int]]] = [[], []]
         self._t0 = t
 
     # ---------------------------------------------------------------- timing
@@ -214,23 +217,19 @@ class TcpConn:
         while self.rcv[side] in arrived:
             self.rcv[side] = arrived.pop(self.rcv[side])
 
+    def _ts_echo(self, side: int, at: int) -> int:
+        """TSecr: the newest peer TSval that reached `side` strictly before `at` (time order, not program order)."""
+        heard = self._ts_heard[side]
+        i = bisect.bisect_left(heard, (at, -1))
+        return heard[i - 1][1] if i else 0
+
     def emit(
-        self,
-        side: int,
-        flags: int,
-        payload: bytes = b"",
-        *,
-        at: int,
-        seq: int | None = None,
-        ack: int | None = None,
-        sack: Sequence[tuple[int, int]] | None = None,
-        lost: bool = False,
-        ttl: int | None = None,
-        window: int | None = None,
-        iface: int | None = None,
+        self, side: int, flags: int, payload: bytes = b"", *, at: int, seq: int | None = None, lost: bool = False
     ) -> bytes:
-        """Emit one segment from `side` at time `at`; `seq=None` sends new data and advances the send point.
-        `sack=None` reports whatever `side` holds beyond its cumulative ACK point."""
+        """Emit one segment from `side` at time `at` and return its IP bytes (empty if invisible).
+
+        `seq=None` sends new data and advances the send point; an explicit `seq` is a retransmission.
+        ACKs carry the side's cumulative ACK point and SACK blocks for whatever it holds beyond it."""
         other = 1 - side
         new = seq is None
         seq = self.snd[side] if seq is None else seq
@@ -241,26 +240,22 @@ class TcpConn:
             self.rcv[other] = seq
         if length and not lost:
             self._receive(other, seq, length)
-        ack = (self.rcv[side] if flags & b.ACK else 0) if ack is None else ack
+        ack = self.rcv[side] if flags & b.ACK else 0
         tsval = (self._ts_base[side] + (at - self._t0) // ms(1)) & 0xFFFFFFFF
-        ts = (tsval, self._ts_recent[side]) if self.timestamps else None
+        ts = (tsval, self._ts_echo(side, at)) if self.timestamps else None
         if flags & b.SYN:
-            options = b.tcp_syn_options(self.mss[side], ts=ts)
-            window = 64240 if window is None else window
+            options, window = b.tcp_syn_options(self.mss[side], ts=ts), 64240
         else:
-            if sack is None:
-                sack = sorted(self._arrived[side].items())[:3] if flags & b.ACK else ()
-            options = b.tcp_options(ts, sack)
+            sack = sorted(self._arrived[side].items())[:3] if flags & b.ACK else []
+            options, window = b.tcp_options(ts, sack), 502
         if not lost:
-            self._ts_recent[other] = tsval
+            bisect.insort(self._ts_heard[other], (at, tsval))
         src, dst = self.src[side], self.dst[side]
         sport, dport = self.ports[side]
-        segment = b.tcp(src.ip, dst.ip, sport, dport, seq, ack, flags, payload,
-                        window=502 if window is None else window, options=options)
+        segment = b.tcp(src.ip, dst.ip, sport, dport, seq, ack, flags, payload, window=window, options=options)
         if side in self.invisible:
             return b""
-        return self.cap.ip(at, src, dst, b.PROTO_TCP, segment, ttl=ttl,
-                           iface=self.ifaces[side] if iface is None else iface)
+        return self.cap.ip(at, src, dst, b.PROTO_TCP, segment, iface=self.ifaces[side])
 
     # ---------------------------------------------------------------- conversation steps
     def handshake(self) -> None:
@@ -338,29 +333,32 @@ def dns_exchange(
     qname: str | Sequence[bytes],
     *,
     qtype: int = b.QTYPE_A,
-    answers: Sequence[tuple[int, bytes]] = (),
+    answers: Sequence[b.DnsAnswer] = (),
     rcode: int = b.RCODE_NOERROR,
     latency: int | None = ms(2),
     truncated: bool = False,
     sport: int | None = None,
     txid: int | None = None,
     iface: int = 0,
-) -> int:
-    """Query over UDP/53 and (unless `latency` is None) its response; returns the client port used."""
+) -> None:
+    """Query over UDP/53 and (unless `latency` is None) its response after `latency`."""
     sport = cap.rng.randrange(32768, 61000) if sport is None else sport
     txid = cap.rng.randrange(0x10000) if txid is None else txid
     cap.udp(t, client, server, sport, 53, b.dns_query(txid, qname, qtype), iface=iface)
     if latency is not None:
         reply = b.dns_response(txid, qname, qtype, rcode=rcode, answers=answers, truncated=truncated)
         cap.udp(t + latency, server, client, 53, sport, reply, iface=iface)
-    return sport
 
 
-def tls12_handshake(conn: TcpConn, rng: random.Random, sni: bytes, *, cert_sizes: Sequence[int] = (1650, 1180, 1020)) -> None:
+def tls12_handshake(
+    conn: TcpConn, rng: random.Random, sni: bytes, *, cert_sizes: Sequence[int] = (1650, 1180, 1020)
+) -> None:
     """Full TLS 1.2 handshake: ClientHello; ServerHello+Certificate+ServerKeyExchange+ServerHelloDone in one
     flight; ClientKeyExchange+CCS+Finished; CCS+Finished."""
     conn.send(C, b.client_hello(rng, sni), final_ack=False)
-    flight = b.server_hello(rng) + b.certificate(rng, cert_sizes) + b.server_key_exchange(rng) + b.server_hello_done()
+    flight = (
+        b.server_hello(rng) + b.certificate(rng, sni, cert_sizes) + b.server_key_exchange(rng) + b.server_hello_done()
+    )
     conn.send(S, b.tls_record(b.TLS_HANDSHAKE, flight))
     conn.send(C, b.client_key_exchange(rng) + b.change_cipher_spec() + b.encrypted_handshake(rng), final_ack=False)
     conn.send(S, b.change_cipher_spec() + b.encrypted_handshake(rng))
@@ -384,11 +382,14 @@ def healthy_mix(cap: Capture, t: int, rng: random.Random, *, index: int = 1, v6:
         cap.arp_reply(t + us(180), gateway, client, iface)
     t += ms(1)
     answer = b.aaaa_record(server_ip) if v6 else b.a_record(server_ip)
-    dns_exchange(cap, t, client, resolver, "www.example.com", qtype=qtype, answers=[answer], latency=us(1850),
-                 iface=iface)
+    dns_exchange(
+        cap, t, client, resolver, "www.example.com", qtype=qtype, answers=[answer], latency=us(1850), iface=iface
+    )
     conn = TcpConn(cap, client, server, rng.randrange(40000, 60000), 80, t=t + ms(3), rtt=ms(18), ifaces=(iface, iface))
     conn.handshake()
-    conn.exchange(b.http_request("GET", "/", b"www.example.com", [(b"User-Agent", b"curl/8.5.0")]),
-                  b.http_response(200, "OK", rng.randbytes(2000), [(b"Content-Type", b"text/html")]))
+    conn.exchange(
+        b.http_request("GET", "/", b"www.example.com", [(b"User-Agent", b"curl/8.5.0")]),
+        b.http_response(200, "OK", rng.randbytes(2000), [(b"Content-Type", b"text/html")]),
+    )
     conn.close(C)
     return conn.t

@@ -14,11 +14,11 @@ from sample_pcaps import build as b
 from sample_pcaps.scenarios import scenario
 from sample_pcaps.scenarios.common import BASE_NS, Capture, healthy_mix, host, jitter, ms, sec
 from sample_pcaps.writer import (
-    TSRESOL_NSEC,
-    TSRESOL_USEC,
     OPT_SHB_HARDWARE,
     OPT_SHB_OS,
     OPT_SHB_USERAPPL,
+    TSRESOL_NSEC,
+    TSRESOL_USEC,
     Block,
     CaptureFile,
     CustomBlock,
@@ -43,8 +43,8 @@ SHB_OPTIONS = [
 ]
 
 
-def _mix_capture(rng: random.Random, linktype: int, **kw: object) -> Capture:
-    cap = Capture(rng, (linktype,), **kw)  # type: ignore[arg-type]
+def _mix_capture(rng: random.Random, linktype: int, local: bytes | None = None) -> Capture:
+    cap = Capture(rng, (linktype,), local=local)
     healthy_mix(cap, BASE_NS, rng)
     return cap
 
@@ -55,14 +55,14 @@ def _with_sub_microseconds(records: Iterable[Record], rng: random.Random) -> lis
     last = 0
     for rec in records:
         ts = max(rec.ts_ns + rng.randrange(1, 1000), last + 1)
-        out.append(Record(ts, rec.data, rec.iface, rec.orig_len))
+        out.append(Record(ts, rec.data, rec.iface))
         last = ts
     return out
 
 
 def _snap(records: Iterable[Record], tick: int) -> list[Record]:
     """Floor timestamps to a multiple of `tick` (order-preserving) for a binary-fraction resolution."""
-    return [Record(r.ts_ns - r.ts_ns % tick, r.data, r.iface, r.orig_len) for r in records]
+    return [Record(r.ts_ns - r.ts_ns % tick, r.data, r.iface) for r in records]
 
 
 @scenario("fmt_pcap_usec_le.pcap", "Classic pcap, microsecond magic, little-endian, Ethernet; healthy ARP/DNS/HTTP.")
@@ -191,7 +191,9 @@ def pcapng_two_if(rng: random.Random) -> CaptureFile:
     records = sorted(eth + tun, key=lambda r: r.ts_ns)
     local = host("192.168.1.10", 11).mac
     gateway = host("192.168.1.1", 101)
-    garp = b.ethernet(b.BROADCAST, gateway.mac, b.ETH_ARP, b.arp(b.ARP_REQUEST, gateway.mac, gateway.ip, b"\0" * 6, gateway.ip))
+    garp = b.ethernet(
+        b.BROADCAST, gateway.mac, b.ETH_ARP, b.arp(b.ARP_REQUEST, gateway.mac, gateway.ip, b"\0" * 6, gateway.ip)
+    )
     blocks: list[Block] = [Interface(b.DLT_EN10MB, "eth0", tsresol=TSRESOL_USEC)]
     tun_declared = False
     for i, rec in enumerate(records):
@@ -225,14 +227,18 @@ def pcapng_two_sections(rng: random.Random) -> CaptureFile:
     tun = _with_sub_microseconds((r for r in second.records() if r.iface == 1), rng)
     later = sorted(eth + tun, key=lambda r: r.ts_ns)
     blocks_1: list[Block] = [Interface(b.DLT_EN10MB, "eth0")] + [Epb(r) for r in first.records()]
-    blocks_2: list[Block] = [Interface(b.DLT_EN10MB, "eth1", tsresol=TSRESOL_2_POW_20),
-                      Interface(b.DLT_IPV6, "tun6", tsresol=TSRESOL_NSEC)]
+    blocks_2: list[Block] = [
+        Interface(b.DLT_EN10MB, "eth1", tsresol=TSRESOL_2_POW_20),
+        Interface(b.DLT_IPV6, "tun6", tsresol=TSRESOL_NSEC),
+    ]
     tun_seen = 0
     for rec in later:
         obsolete = rec.iface == 1 and tun_seen % 3 == 0
         tun_seen += rec.iface
         blocks_2.append(Pb(rec) if obsolete else Epb(rec))
-    return PcapngFile([
-        Section(blocks_1, options=SHB_OPTIONS),
-        Section(blocks_2, big_endian=True, write_length=True, options=SHB_OPTIONS),
-    ])
+    return PcapngFile(
+        [
+            Section(blocks_1, options=SHB_OPTIONS),
+            Section(blocks_2, big_endian=True, write_length=True, options=SHB_OPTIONS),
+        ]
+    )

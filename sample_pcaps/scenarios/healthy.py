@@ -6,7 +6,19 @@ import random
 
 from sample_pcaps import build as b
 from sample_pcaps.scenarios import SCENARIOS, scenario
-from sample_pcaps.scenarios.common import BASE_NS, C, S, Capture, Host, TcpConn, dns_exchange, host, ms, tls12_handshake, us
+from sample_pcaps.scenarios.common import (
+    BASE_NS,
+    C,
+    Capture,
+    Host,
+    S,
+    TcpConn,
+    dns_exchange,
+    host,
+    ms,
+    tls12_handshake,
+    us,
+)
 from sample_pcaps.writer import CaptureFile
 
 CLIENT = host("192.168.1.10", 11)
@@ -16,11 +28,13 @@ WEB = Host("203.0.113.80", GATEWAY.mac, ttl=54)
 API = Host("198.51.100.43", GATEWAY.mac, ttl=50)
 
 
-def _http(cap: Capture, t: int, rng: random.Random) -> int:
+def _http(cap: Capture, t: int, rng: random.Random) -> None:
     conn = TcpConn(cap, CLIENT, WEB, 51234, 80, t=t, rtt=ms(24))
     conn.handshake()
     conn.exchange(
-        b.http_request("GET", "/index.html", b"www.example.com", [(b"User-Agent", b"Mozilla/5.0"), (b"Accept", b"*/*")]),
+        b.http_request(
+            "GET", "/index.html", b"www.example.com", [(b"User-Agent", b"Mozilla/5.0"), (b"Accept", b"*/*")]
+        ),
         b.http_response(200, "OK", rng.randbytes(6000), [(b"Content-Type", b"text/html")]),
     )
     conn.idle(ms(35))
@@ -29,10 +43,9 @@ def _http(cap: Capture, t: int, rng: random.Random) -> int:
         b.http_response(200, "OK", rng.randbytes(1200), [(b"Content-Type", b"text/css")]),
     )
     conn.close(C)
-    return conn.t
 
 
-def _tls(cap: Capture, t: int, rng: random.Random) -> int:
+def _tls(cap: Capture, t: int, rng: random.Random) -> None:
     conn = TcpConn(cap, CLIENT, API, 51240, 443, t=t, rtt=ms(31))
     conn.handshake()
     tls12_handshake(conn, rng, b"api.example.com")
@@ -40,7 +53,6 @@ def _tls(cap: Capture, t: int, rng: random.Random) -> int:
     conn.send(C, b.alert(b.ALERT_WARNING, b.ALERT_CLOSE_NOTIFY), final_ack=False)
     conn.send(S, b.alert(b.ALERT_WARNING, b.ALERT_CLOSE_NOTIFY), ack_every=0)
     conn.close(C)
-    return conn.t
 
 
 @scenario(
@@ -61,8 +73,16 @@ def healthy(rng: random.Random) -> CaptureFile:
     t += ms(5)
     dns_exchange(cap, t, CLIENT, RESOLVER, "www.example.com", answers=[b.a_record(WEB.ip)], latency=us(1900))
     dns_exchange(cap, t + ms(3), CLIENT, RESOLVER, "api.example.com", answers=[b.a_record(API.ip)], latency=us(2300))
-    dns_exchange(cap, t + ms(3) + us(40), CLIENT, RESOLVER, "api.example.com", qtype=b.QTYPE_AAAA,
-                 answers=[b.aaaa_record("2001:db8:443::43")], latency=us(2500))
+    dns_exchange(
+        cap,
+        t + ms(3) + us(40),
+        CLIENT,
+        RESOLVER,
+        "api.example.com",
+        qtype=b.QTYPE_AAAA,
+        answers=[b.aaaa_record("2001:db8:443::43")],
+        latency=us(2500),
+    )
     _http(cap, t + ms(8), rng)
     _tls(cap, t + ms(12), rng)
     return cap.pcap()

@@ -44,10 +44,18 @@ def arp_storm(rng: random.Random) -> CaptureFile:
     cap.arp_request(BASE_NS, asker, gateway.ip)
     cap.arp_reply(BASE_NS + us(240), gateway, asker)
     dns_exchange(cap, BASE_NS + ms(3), asker, resolver, "intranet.example.com", answers=[b.a_record("10.20.0.80")])
-    looped_arp = _padded(b.ethernet(b.BROADCAST, asker.mac, b.ETH_ARP,
-                                    b.arp(b.ARP_REQUEST, asker.mac, asker.ip, b"\0" * 6, gateway.ip)))
-    nbns = b.ipv4(pc.ip, "10.20.0.255", b.PROTO_UDP, b.udp(pc.ip, "10.20.0.255", 137, 137, b.nbns_query(0x8A11, "FILESRV")),
-                  ttl=128, ident=0x3B21, df=False)
+    looped_arp = _padded(
+        b.ethernet(b.BROADCAST, asker.mac, b.ETH_ARP, b.arp(b.ARP_REQUEST, asker.mac, asker.ip, b"\0" * 6, gateway.ip))
+    )
+    nbns = b.ipv4(
+        pc.ip,
+        "10.20.0.255",
+        b.PROTO_UDP,
+        b.udp(pc.ip, "10.20.0.255", 137, 137, b.nbns_query(0x8A11, "FILESRV")),
+        ttl=128,
+        ident=0x3B21,
+        df=False,
+    )
     dhcp_mac = b.mac("02:00:00:00:08:33")
     discover = b.udp("0.0.0.0", "255.255.255.255", 68, 67, b.dhcp_discover(dhcp_mac, 0x5EED1234))
     dhcp = b.ipv4("0.0.0.0", "255.255.255.255", b.PROTO_UDP, discover, ttl=64, ident=0, df=False)
@@ -142,6 +150,11 @@ def arp_answered(rng: random.Random) -> CaptureFile:
     cap.neighbour_advert(BASE_NS + ms(1500) + us(180), gateway6, client6)
     dad = b.icmpv6_ns("::", "2001:db8:60::99", None)
     group = b.solicited_node("2001:db8:60::99")
-    cap.frame(BASE_NS + ms(1700), clients[2].mac, b.multicast_mac(group), b.ETH_IPV6,
-              b.ipv6("::", group, b.PROTO_ICMPV6, dad, hlim=255))
+    cap.frame(
+        BASE_NS + ms(1700),
+        clients[2].mac,
+        b.multicast_mac(group),
+        b.ETH_IPV6,
+        b.ipv6("::", group, b.PROTO_ICMPV6, dad, hlim=255),
+    )
     return cap.pcap()

@@ -14,16 +14,16 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from pcapsense.decode.columns import ETH_ARP, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packets
+from pcapsense.decode.columns import ETH_ARP, ETH_IPV4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packets
 from pcapsense.decode.dns import RCODE_NAMES, parse_dns
 from pcapsense.decode.gather import Gather
+from pcapsense.decode.linktypes import BROADCAST_MAC
 from pcapsense.decode.http import METHOD_PREFIXES, find_header_end, parse_http_request_start
 from pcapsense.decode.tls import parse_tls
 from pcapsense.errors import MalformedPacket
 from pcapsense.flowrecords import address_text, mac_text
 from pcapsense.flows import FlowInfo
 
-BROADCAST_MAC = 0xFFFFFFFFFFFF
 DNS_PORTS = (53, 5353, 5355)
 TLS_CONTENT_TYPES = (0x15, 0x16)  # alert, handshake: the records that tell how a handshake went
 FRAME_HASH_BYTES = 64
@@ -73,8 +73,13 @@ class StreamBuilder:
     # -- L2 ---------------------------------------------------------------------------------------------------
 
     def arp(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame:
+        """Ethernet/IPv4 ARP only (hardware type 1, protocol 0x0800, address lengths 6 and 4)."""
         rows = np.flatnonzero((pk.net == ETH_ARP) & (pk.malformed == 0) & (pk.l3 >= 0))
-        g, l3 = Gather(pk.data), pk.l3[rows]
+        g = Gather(pk.data)
+        l3 = pk.l3[rows]
+        ether_ipv4 = (g.be16(l3) == 1) & (g.be16(l3 + 2) == ETH_IPV4) & (g.u8(l3 + 4) == 6) & (g.u8(l3 + 5) == 4)
+        self.malformed["arp-not-ethernet-ipv4"] += int(np.count_nonzero(~ether_ipv4))
+        rows, l3 = rows[ether_ipv4], l3[ether_ipv4]
         return pd.DataFrame({
             "frame": pk.frame[rows], "ts": pk.ts_ns[rows] / 1e9, "iface": pk.iface[rows],
             "op": g.be16(l3 + 6), "sha": g.be48(l3 + 8), "spa": g.be32(l3 + 14), "tha": g.be48(l3 + 18),

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pcapsense.flowstate import SlotStore
+from pcapsense.grouped import NEG
 
 # Zeek history letters, in bit order; upper case = originator, lower case = responder.
 HISTORY_LETTERS = "SHADFRTGWC"
@@ -76,6 +77,11 @@ def handshake(history: str) -> str:
     return "complete" if ("A" in history or "D" in history) else "half-open"
 
 
+def _known(values: np.ndarray) -> np.ndarray:
+    """Sequence positions as floats (exact below 2**53), NaN where nothing was seen."""
+    return np.where(values > NEG, values, np.nan)
+
+
 def _seconds(ns: np.ndarray) -> np.ndarray:
     return np.where(ns >= 0, ns / 1e9, np.nan)
 
@@ -113,6 +119,10 @@ def build_records(store: SlotStore, slots: np.ndarray, histories: list[str], rea
                  "flags_or"):
         both = s[name][slots]
         cols[f"{name}_o"], cols[f"{name}_r"] = both[:, 0], both[:, 1]
+    # sequence progress in relative sequence space (first seen sequence of the direction = 0): how far each
+    # side's data was sent, and how far the peer acknowledged it, as seen by the capture
+    cols["next_seq_o"], cols["next_seq_r"] = _known(s["nextseq"][slots, 0]), _known(s["nextseq"][slots, 1])
+    cols["acked_to_o"], cols["acked_to_r"] = _known(s["max_uack"][slots, 1]), _known(s["max_uack"][slots, 0])
     cols["mac_o"] = [mac_text(m) for m in s["mac_first"][slots, 0].tolist()]
     cols["mac_r"] = [mac_text(m) for m in s["mac_first"][slots, 1].tolist()]
     return pd.DataFrame(cols)

@@ -56,7 +56,7 @@ class Packets:
     end: np.ndarray
     linktype: np.ndarray
     net: np.ndarray  # ethertype of the network layer (0 when there is none or the link type is unknown)
-    src_mac: np.ndarray
+    src_mac: np.ndarray  # 48-bit MAC as an integer, -1 when the link layer has none
     dst_mac: np.ndarray
     vlan_depth: np.ndarray
     ipver: np.ndarray
@@ -131,7 +131,9 @@ class _Decoder:
             "caplen": batch.caplen, "wirelen": batch.wirelen, "start": batch.offset, "end": self.end,
             "linktype": self.linktype,
         }
-        for name in ("net", "src_mac", "dst_mac", "vlan_depth", "ipver", "ttl", "ip_id", "ip_len",
+        for name in ("src_mac", "dst_mac"):  # -1: the link layer records no such address
+            self.cols[name] = _zeros(n, fill=-1)
+        for name in ("net", "vlan_depth", "ipver", "ttl", "ip_id", "ip_len",
                      "tunnel_depth", "sport", "dport", "tcp_flags", "seq", "ack", "win", "tcp_hlen",
                      "sack_blocks", "payload_len", "payload_cap"):
             self.cols[name] = _zeros(n)

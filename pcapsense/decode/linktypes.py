@@ -59,8 +59,14 @@ def _ethernet(d: _Decoder, rows: np.ndarray) -> None:
     c["l3"][rows] = p[ok] + hlen[ok]
 
 
-def _cooked(header: int, proto_at: int, addr_at: int) -> Callable[[_Decoder, np.ndarray], None]:
-    """Linux cooked capture (SLL/SLL2): fixed header with the protocol type and the sender's link address."""
+SLL_BROADCAST = 1  # packet type "sent to us by somebody else, broadcast" (packet(7) PACKET_BROADCAST)
+BROADCAST_MAC = 0xFFFFFFFFFFFF
+
+
+def _cooked(header: int, proto_at: int, addr_at: int, ptype_at: int, ptype_size: int
+            ) -> Callable[[_Decoder, np.ndarray], None]:
+    """Linux cooked capture (SLL/SLL2): fixed header with the protocol type, the packet type and the sender's
+    link address. The destination MAC is not recorded; a broadcast packet type stands in for it."""
 
     def decode(d: _Decoder, rows: np.ndarray) -> None:
         c, g = d.cols, d.g
@@ -69,6 +75,8 @@ def _cooked(header: int, proto_at: int, addr_at: int) -> Callable[[_Decoder, np.
         rows = rows[~short]
         p = d.start[rows]
         c["src_mac"][rows] = g.be48(p + addr_at)
+        ptype = g.be16(p + ptype_at) if ptype_size == 2 else g.u8(p + ptype_at)
+        c["dst_mac"][rows] = np.where(ptype == SLL_BROADCAST, BROADCAST_MAC, -1)
         c["net"][rows] = g.be16(p + proto_at)
         c["l3"][rows] = p + header
 
@@ -119,8 +127,8 @@ LINK_LAYERS: dict[int, Callable[[_Decoder, np.ndarray], None]] = {
     14: _raw(True),
     101: _raw(True),
     108: _bsd_loopback("network"),
-    113: _cooked(16, 14, 6),
+    113: _cooked(16, 14, 6, 0, 2),
     228: _raw(False, 0x0800),
     229: _raw(False, 0x86DD),
-    276: _cooked(20, 0, 12),
+    276: _cooked(20, 0, 12, 10, 1),
 }

@@ -1,0 +1,56 @@
+"""Where each capture's report lives under the output directory, and the one place that writes it.
+
+A report directory is named after the capture's path relative to its scan root (readable) plus a digest of its
+catalog key (unique: two captures never share a directory even when their relative paths sanitise alike or come
+from different roots). The name is built from `[A-Za-z0-9._-]` only, so it cannot climb out of the output
+directory; `write_capture_report` also refuses a directory that resolves elsewhere (a symlink planted there).
+
+Today the report is the JSON document; `write_capture_report` is the single call site that will switch to the
+HTML writer (`pcapsense.report.write_report(result, out_dir)`), and `report_link` already prefers its
+`index.html` when one exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from pcapsense.engine import AnalysisResult
+from pcapsense.errors import PcapsenseError
+from pcapsense.scan.catalog import dump_json
+
+HTML_REPORT, JSON_REPORT = "index.html", "findings.json"
+REPORT_FILES = (HTML_REPORT, JSON_REPORT)  # what a capture's link points at, preferred first
+UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+SLUG_CHARS = 80
+DIGEST_CHARS = 12
+
+
+def report_name(rel: str, key: str) -> str:
+    """The report directory name of a capture: sanitised relative path, then a digest of its unique key."""
+    slug = UNSAFE.sub("_", rel.replace(os.sep, "__")).strip("._-")[:SLUG_CHARS] or "capture"
+    return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:DIGEST_CHARS]}"
+
+
+def report_link(out_dir: Path, name: str) -> str | None:
+    """The report file to link to (relative to `out_dir`), or None when the capture has none there."""
+    return next((f"{name}/{file}" for file in REPORT_FILES if (out_dir / name / file).is_file()), None)
+
+
+def write_capture_report(result: AnalysisResult, out_dir: Path, name: str) -> None:
+    """Write one capture's report into `out_dir/name`, atomically (a killed scan leaves no half-written file)."""
+    target = out_dir / name
+    target.mkdir(parents=True, exist_ok=True)
+    if target.resolve().parent != out_dir.resolve():
+        raise PcapsenseError(f"{target}: resolves outside the output directory {out_dir}; not writing there")
+    fd, tmp = tempfile.mkstemp(dir=target, prefix=".findings-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(dump_json(result.to_dict()))
+        os.replace(tmp, target / JSON_REPORT)
+    except BaseException:
+        os.unlink(tmp)
+        raise

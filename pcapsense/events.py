@@ -17,8 +17,8 @@ import pandas as pd
 from pcapsense.decode.columns import ETH_ARP, ETH_IPV4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packets
 from pcapsense.decode.dns import RCODE_NAMES, parse_dns
 from pcapsense.decode.gather import Gather
-from pcapsense.decode.linktypes import BROADCAST_MAC
 from pcapsense.decode.http import METHOD_PREFIXES, find_header_end, parse_http_request_start
+from pcapsense.decode.linktypes import BROADCAST_MAC
 from pcapsense.decode.tls import parse_tls
 from pcapsense.errors import MalformedPacket
 from pcapsense.flowrecords import address_text, mac_text

@@ -301,7 +301,7 @@ class FlowTable:
 
     def _supersede(self, old: int, new: int) -> None:
         s = self.store
-        if not s["orig_is_a"][new] == s["orig_is_a"][old]:
+        if s["orig_is_a"][new] != s["orig_is_a"][old]:
             for a, b in (("orig_hi", "resp_hi"), ("orig_lo", "resp_lo"), ("orig_port", "resp_port")):
                 s[a][new], s[b][new] = s[b][old], s[a][old]
         key = self.keys[old]

@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 
 from pcapsense.decode.columns import (
-    ETH_ARP, MALFORMED_KINDS, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packets,
+    ETH_ARP,
+    MALFORMED_KINDS,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    Packets,
 )
 from pcapsense.decode.gather import Gather
 from pcapsense.events import METHOD_WORDS, TLS_CONTENT_TYPES

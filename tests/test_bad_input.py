@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
-    ethernet_udp, pcap_header, pcap_record, pcapng_block, pcapng_epb, pcapng_idb, pcapng_shb,
+    ethernet_udp,
+    pcap_header,
+    pcap_record,
+    pcapng_block,
+    pcapng_epb,
+    pcapng_idb,
+    pcapng_shb,
 )
 
 RECORD = pcap_record(ethernet_udp())
@@ -98,7 +104,7 @@ def test_pcapng_unknown_and_custom_blocks_are_skipped_and_counted(tmp_path: Path
     path = tmp_path / "blocks.pcapng"
     path.write_bytes(pcapng_shb() + pcapng_idb() + pcapng_epb(ethernet_udp()) + pcapng_block(0x0BADBEEF, b"abcd")
                      + pcapng_block(0xBAD, b"\x00\x00\x00\x01data") + pcapng_epb(ethernet_udp()))
-    proc, doc = analyze_json(path)
+    _, doc = analyze_json(path)
     assert doc["capture"]["packets"] == 2 and not doc["capture"]["partial"]
     warnings = " | ".join(doc["capture"]["warnings"])
     assert "skipped unknown blocks: 1" in warnings and "skipped custom blocks: 1" in warnings

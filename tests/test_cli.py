@@ -20,7 +20,8 @@ def test_json_document_shape(samples: Path) -> None:
     doc = json.loads(proc.stdout)
     assert doc["schema"] == 1 and doc["pcapsense"]
     cap = doc["capture"]
-    assert {"path", "format", "link_types", "packets", "bytes", "first_ts", "last_ts", "partial", "warnings"} <= set(cap)
+    expected = {"path", "format", "link_types", "packets", "bytes", "first_ts", "last_ts", "partial", "warnings"}
+    assert expected <= set(cap)
     assert cap["packets"] == 51 and cap["partial"] is False
     assert [r["rung"] for r in doc["ladder"]] == ["L2", "L3", "L4", "DNS", "TLS", "L7"]
     assert all(r["status"] == "clean" for r in doc["ladder"])

@@ -30,7 +30,7 @@ def ns(text: str) -> int:
 def test_every_sample_matches_the_generator(samples: Path, manifest: list[dict]) -> None:
     assert len(manifest) >= 20
     for entry in manifest:
-        ts, frames, reader = read_all(samples / entry["file"])
+        ts, _frames, reader = read_all(samples / entry["file"])
         assert reader.fault is None, entry["file"]
         assert len(ts) == entry["packets"], entry["file"]
         assert ts[0] == ns(entry["first_ts"]), entry["file"]

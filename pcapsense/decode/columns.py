@@ -285,7 +285,8 @@ class _Decoder:
             flags = g.be16(l4)
             ptype = g.be16(l4 + 2)
             hdr = 4 + 4 * (((flags & 0x8000) != 0).astype(np.int64) + ((flags & 0x2000) != 0) + ((flags & 0x1000) != 0))
-            carries_ip = ((flags & 0x7) == 0) & ((ptype == ETH_IPV4) | (ptype == ETH_IPV6)) & (l4 + 4 <= self.end[gre_rows])
+            is_ip = (ptype == ETH_IPV4) | (ptype == ETH_IPV6)
+            carries_ip = ((flags & 0x7) == 0) & is_ip & (l4 + 4 <= self.end[gre_rows])
             gre_rows, l4, hdr, ptype = gre_rows[carries_ip], l4[carries_ip], hdr[carries_ip], ptype[carries_ip]
             c["net"][gre_rows] = ptype
             c["l3"][gre_rows] = l4 + hdr

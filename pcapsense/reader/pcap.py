@@ -100,7 +100,7 @@ class PcapReader:
             self._set_fault(
                 first, int(hdr_pos[first]), f"timestamp fraction {int(frac[first])} out of range (desynchronised)"
             )
-            sec, frac, caplen, wirelen, hdr_pos = sec[:first], frac[:first], caplen[:first], wirelen[:first], hdr_pos[:first]
+            sec, frac, caplen, wirelen, hdr_pos = (a[:first] for a in (sec, frac, caplen, wirelen, hdr_pos))
             if not first:
                 return None
         n = len(hdr_pos)

@@ -24,7 +24,7 @@ DEFAULT_MAX_DECOMPRESSED = 64 * 2**30  # 64 GiB: far above any real capture, far
 COMPRESSIONS: dict[bytes, tuple[str, Callable[[BinaryIO], BinaryIO]]] = {
     b"\x1f\x8b": ("gzip", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb")),
     b"BZh": ("bzip2", lambda raw: bz2.BZ2File(raw, mode="rb")),
-    b"\xfd7zXZ\x00": ("xz", lambda raw: lzma.LZMAFile(raw, mode="rb")),
+    b"\xfd7zXZ\x00": ("xz", lambda raw: lzma.LZMAFile(raw, mode="rb")),  # noqa: SIM115 - the Source owns it
 }
 
 

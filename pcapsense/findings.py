@@ -92,6 +92,7 @@ class Finding:
 
 
 def frame_filter(frames: list[int], limit: int = 200) -> str:
-    """A Wireshark display filter selecting exactly these frames (`frame.number in {...}`)."""
+    """A Wireshark display filter selecting exactly these frames (`frame.number in {1, 5, 9}`; Wireshark 4
+    needs the commas)."""
     shown = sorted(set(frames))[:limit]
-    return "frame.number in {" + " ".join(str(f) for f in shown) + "}" if shown else ""
+    return "frame.number in {" + ", ".join(str(f) for f in shown) + "}" if shown else ""

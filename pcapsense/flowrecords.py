@@ -107,10 +107,10 @@ def build_records(store: SlotStore, slots: np.ndarray, histories: list[str], rea
         "end_reason": [END_REASONS[r] for r in reasons.tolist()],
     }
     for name in ("first_frame", "last_frame", "syn_frame", "synack_frame", "ack3_frame", "rst_frame", "rst_dir",
-                 "rst_ttl", "fin_first_dir", "prev_closed", "syn_count", "synack_count", "syn_retrans",
+                 "rst_ttl", "fin_first_dir", "fin_frame", "prev_closed", "syn_count", "synack_count", "syn_retrans",
                  "synack_retrans"):
         cols[name] = s[name][slots]
-    for name in ("syn_ns", "synack_ns", "ack3_ns", "fin_ns", "closed_ns"):
+    for name in ("syn_ns", "synack_ns", "ack3_ns", "fin_ns", "rst_ns", "closed_ns"):
         cols[name.replace("_ns", "_ts")] = _seconds(s[name][slots])
     cols["reuse_gap_s"] = _seconds(s["reuse_gap_ns"][slots])
     for name in ("pkts", "bytes", "payload", "retrans", "fast_retrans", "ooo", "lost", "ack_unseen",

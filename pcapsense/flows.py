@@ -75,6 +75,33 @@ class FlowStats:
     untracked_packets: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class _BatchOrder:
+    """The sort orders a batch needs, computed once: rows by (slot, frame) and by (slot, direction, frame)."""
+
+    by_slot: np.ndarray
+    slot_starts: np.ndarray
+    slots: np.ndarray
+    by_key2: np.ndarray
+
+    @classmethod
+    def build(cls, slot: np.ndarray, direction: np.ndarray) -> _BatchOrder:
+        by_slot = np.argsort(slot, kind="stable")
+        sorted_slots = slot[by_slot]
+        starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
+        by_key2 = by_slot[np.argsort(direction[by_slot], kind="stable")]
+        by_key2 = by_key2[np.argsort(slot[by_key2], kind="stable")]
+        return cls(by_slot, starts, sorted_slots[starts], by_key2)
+
+    def first_where(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, row of their first row in frame order where mask holds), without sorting."""
+        n = len(self.by_slot)
+        candidate = np.where(mask[self.by_slot], np.arange(n), n)
+        firsts = np.minimum.reduceat(candidate, self.slot_starts)
+        hit = firsts < n
+        return self.slots[hit], self.by_slot[firsts[hit]]
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser: a cheap, well-spread 64-bit hash step."""
     with np.errstate(over="ignore"):
@@ -163,9 +190,10 @@ class FlowTable:
         tcp = np.flatnonzero(proto == PROTO_TCP)
         if len(tcp):
             self._split_reused(pk, rows, tcp, slot, direction, src_is_a)
-        self._account(pk, rows, slot, direction)
-        info = self._tcp_analysis(pk, rows, tcp, slot, direction)
-        self._histories(pk, rows, slot, direction, info)
+        order = _BatchOrder.build(slot, direction)
+        self._account(pk, rows, slot, direction, order)
+        info = self._tcp_analysis(pk, rows, proto == PROTO_TCP, slot, direction, order)
+        self._histories(pk, rows, slot, direction, info, order)
         return info
 
     @staticmethod
@@ -312,11 +340,12 @@ class FlowTable:
 
     # -- accounting -----------------------------------------------------------------------------------------
 
-    def _account(self, pk: Packets, rows: np.ndarray, slot: np.ndarray, direction: np.ndarray) -> None:
+    def _account(self, pk: Packets, rows: np.ndarray, slot: np.ndarray, direction: np.ndarray,
+                 batch_order: _BatchOrder) -> None:
         """Counters, first/last times, TTL/MAC/interface per direction, handshake frames."""
         s = self.store
         key2 = slot * 2 + direction
-        order = np.argsort(key2, kind="stable")
+        order = batch_order.by_key2
         k = key2[order]
         starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
         gk = k[starts]
@@ -343,23 +372,15 @@ class FlowTable:
         varies = np.bitwise_or.reduceat((mac != ref_mac).astype(np.int64), starts) > 0
         s["mac_varies"][gs, gd] |= varies
         # per flow (both directions)
-        by_slot = np.argsort(slot, kind="stable")
-        sl = slot[by_slot]
-        sstarts = np.flatnonzero(np.r_[True, sl[1:] != sl[:-1]])
-        us = sl[sstarts]
-        rs = rows[by_slot]
+        sstarts, us = batch_order.slot_starts, batch_order.slots
+        rs = rows[batch_order.by_slot]
         s["last_ns"][us] = np.maximum(s["last_ns"][us], np.maximum.reduceat(pk.ts_ns[rs], sstarts))
         s["last_frame"][us] = np.maximum(s["last_frame"][us], np.maximum.reduceat(pk.frame[rs], sstarts))
-        self._handshake_frames(pk, rows, slot, direction)
+        self._handshake_frames(pk, rows, slot, direction, batch_order)
         del ts, frame
 
-    def _first_per_slot(self, mask: np.ndarray, slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(slots, row index of their first row where mask holds) — rows are in frame order."""
-        idx = np.flatnonzero(mask)
-        uniq, first = np.unique(slot[idx], return_index=True)
-        return uniq, idx[first]
-
-    def _handshake_frames(self, pk: Packets, rows: np.ndarray, slot: np.ndarray, direction: np.ndarray) -> None:
+    def _handshake_frames(self, pk: Packets, rows: np.ndarray, slot: np.ndarray, direction: np.ndarray,
+                          batch_order: _BatchOrder) -> None:
         s = self.store
         flags = pk.tcp_flags[rows]
         tcp = pk.proto[rows] == PROTO_TCP
@@ -369,26 +390,28 @@ class FlowTable:
                                                    (synack & (direction == 1), "synack_frame", "synack_ns",
                                                     "synack_count")):
             np.add.at(s[count_col], slot[mask], 1)
-            us, first = self._first_per_slot(mask, slot)
+            us, first = batch_order.first_where(mask)
             unset = s[frame_col][us] < 0
             s[frame_col][us[unset]] = pk.frame[rows[first[unset]]]
             s[ns_col][us[unset]] = pk.ts_ns[rows[first[unset]]]
         completing = tcp & (direction == 0) & ((flags & ACK) != 0) & ((flags & (SYN | RST)) == 0)
         completing &= (s["synack_frame"][slot] >= 0) & (pk.frame[rows] > s["synack_frame"][slot])
-        us, first = self._first_per_slot(completing, slot)
+        us, first = batch_order.first_where(completing)
         unset = s["ack3_frame"][us] < 0
         s["ack3_frame"][us[unset]] = pk.frame[rows[first[unset]]]
         s["ack3_ns"][us[unset]] = pk.ts_ns[rows[first[unset]]]
         rst = tcp & ((flags & RST) != 0)
-        us, first = self._first_per_slot(rst, slot)
+        us, first = batch_order.first_where(rst)
         unset = s["rst_frame"][us] < 0
         s["rst_frame"][us[unset]] = pk.frame[rows[first[unset]]]
+        s["rst_ns"][us[unset]] = pk.ts_ns[rows[first[unset]]]
         s["rst_dir"][us[unset]] = direction[first[unset]]
         s["rst_ttl"][us[unset]] = pk.ttl[rows[first[unset]]]
         fin = tcp & ((flags & FIN) != 0)
-        us, first = self._first_per_slot(fin, slot)
+        us, first = batch_order.first_where(fin)
         unset = s["fin_first_dir"][us] < 0
         s["fin_first_dir"][us[unset]] = direction[first[unset]]
+        s["fin_frame"][us[unset]] = pk.frame[rows[first[unset]]]
         s["fin_ns"][us[unset]] = pk.ts_ns[rows[first[unset]]]
         both_fin = ((s["flags_or"][:, 0] & FIN) != 0) & ((s["flags_or"][:, 1] & FIN) != 0)
         closing = np.unique(slot[fin | rst])
@@ -397,21 +420,24 @@ class FlowTable:
 
     # -- TCP sequence analysis --------------------------------------------------------------------------------
 
-    def _tcp_analysis(self, pk: Packets, rows: np.ndarray, tcp: np.ndarray, slot: np.ndarray,
-                      direction: np.ndarray) -> FlowInfo:
+    def _tcp_analysis(self, pk: Packets, rows: np.ndarray, is_tcp: np.ndarray, slot: np.ndarray,
+                      direction: np.ndarray, batch_order: _BatchOrder) -> FlowInfo:
         s = self.store
         n = len(rows)
         out = {name: np.zeros(n, dtype=bool) for name in ("retrans", "fast_retrans", "ooo", "dupe", "lost",
                                                           "ack_unseen", "acked")}
         rel_seq = np.zeros(n, dtype=np.int64)
         seg_len_all = np.zeros(n, dtype=np.int64)
-        if len(tcp):
-            key2 = slot[tcp] * 2 + direction[tcp]
-            order = tcp[np.argsort(key2, kind="stable")]
-            self._sequence(pk, rows, order, slot, direction, out, rel_seq, seg_len_all)
+        if is_tcp.any():
+            order = batch_order.by_key2[is_tcp[batch_order.by_key2]]
+            # the same TCP rows in (slot, frame) order, as positions into `order`
+            position = np.empty(len(rows), dtype=np.int64)
+            position[order] = np.arange(len(order))
+            by_frame = position[batch_order.by_slot[is_tcp[batch_order.by_slot]]]
+            self._sequence(pk, rows, order, by_frame, slot, direction, out, rel_seq, seg_len_all)
         return FlowInfo(rows, slot, s["conn_id"][slot], direction, rel_seq, seg_len_all, **out)
 
-    def _sequence(self, pk: Packets, rows: np.ndarray, order: np.ndarray, slot: np.ndarray,
+    def _sequence(self, pk: Packets, rows: np.ndarray, order: np.ndarray, by_frame: np.ndarray, slot: np.ndarray,
                   direction: np.ndarray, out: dict[str, np.ndarray], rel_seq: np.ndarray,
                   seg_len_all: np.ndarray) -> None:
         s, lim = self.store, self.limits
@@ -464,7 +490,7 @@ class FlowTable:
         peer_have = s["have_seq"][sl, 1 - d]
         has_ack = ((flags & ACK) != 0) & ((flags & RST) == 0)
         # the peer's state is taken from before this batch; batch-local peer progress is folded in below
-        self._cross_direction(pk, rows, order, sl, d, seq_end, useq, raw0, flags, ack, run, seq, out,
+        self._cross_direction(order, by_frame, sl, d, seq_end, useq, raw0, flags, ack, run, seq, out,
                               behind, ooo, peer_next, peer_raw0, peer_have, has_ack)
         lost = known & (useq > next_before) & ((flags & RST) == 0)
         out["retrans"][order] = behind & ~ooo & ~out["fast_retrans"][order]
@@ -511,7 +537,7 @@ class FlowTable:
             s["max_acked_seg"][gs, gd], np.maximum.reduceat(np.where(acked, pk.payload_len[r], 0), starts)
         )
 
-    def _cross_direction(self, pk: Packets, rows: np.ndarray, order: np.ndarray, sl: np.ndarray, d: np.ndarray,
+    def _cross_direction(self, order: np.ndarray, by_frame: np.ndarray, sl: np.ndarray, d: np.ndarray,
                          seq_end: np.ndarray, useq: np.ndarray, raw0: np.ndarray, flags: np.ndarray,
                          ack: np.ndarray, run: np.ndarray, seq: np.ndarray, out: dict[str, np.ndarray],
                          behind: np.ndarray, ooo: np.ndarray, peer_next: np.ndarray, peer_raw0: np.ndarray,
@@ -519,11 +545,8 @@ class FlowTable:
         """Facts that need the other direction in frame order: fast retransmissions, ACKs of unseen data,
         and the highest ACK each direction sent (which decides what counts as acknowledged)."""
         s = self.store
-        m = len(order)
-        by_frame = np.argsort(sl * (2**40) + pk.frame[rows[order]], kind="stable")
         fsl, fd = sl[by_frame], d[by_frame]
         first_f, gid_f = grouped.group_index(fsl)
-        pos = np.arange(m)
         # latest row of each direction at or before each row (in frame order within the flow)
         latest = [grouped.last_index_where(fd == x, first_f) for x in (0, 1)]
         peer_latest = np.where(fd == 0, latest[1], latest[0])
@@ -553,12 +576,12 @@ class FlowTable:
         if valid.any():
             key = fsl[valid] * 2 + fd[valid]
             np.maximum.at(s["max_uack"].reshape(-1), key, uack[valid])
-        del pos, useq
+        del useq
 
     # -- history ----------------------------------------------------------------------------------------------
 
     def _histories(self, pk: Packets, rows: np.ndarray, slot: np.ndarray, direction: np.ndarray,
-                   info: FlowInfo) -> None:
+                   info: FlowInfo, batch_order: _BatchOrder) -> None:
         """Append Zeek history letters the first time each (flow, letter, direction) occurs, in frame order."""
         s = self.store
         flags = pk.tcp_flags[rows]
@@ -584,7 +607,7 @@ class FlowTable:
                 sel = mask & (direction == dir_value)
                 if not sel.any():
                     continue
-                us, first = self._first_per_slot(sel, slot)
+                us, first = batch_order.first_where(sel)
                 bitval = 1 << (bit * 2 + dir_value)
                 new = (s["hist_mask"][us] & bitval) == 0
                 if new.any():

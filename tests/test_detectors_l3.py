@@ -113,7 +113,7 @@ def test_pmtud_seed_tls_case_is_a_stalled_black_hole(samples: Path) -> None:
     # the small page on :80 (965-byte body segment, 1017-byte packet) is the largest proven size
     assert (m["largest_ok_ip_len"], m["path_mtu"], m["path_mtu_upper_bound"]) == (1017, 1017, 1499)
     assert (m["mss_clamp"], m["mss_clamp_upper_bound"]) == (977, 1459)  # proven to pass / most the path could take
-    assert len(f.evidence.frames) == 5 and f.filter == "frame.number in {20 21 22 23 24}"
+    assert len(f.evidence.frames) == 5 and f.filter == "frame.number in {20, 21, 22, 23, 24}"
     assert "no ICMP frag-needed" in f.summary and "between 1017 and 1499 bytes" in f.summary
     assert "clamp the MSS to at most 1459 (977 is proven to pass" in f.summary
 

@@ -117,6 +117,11 @@ def one_line(text: str) -> str:
     return safe_text(text, limit=len(text))
 
 
+def iso_utc(ts: float | None) -> str | None:
+    """Catalog times are epoch seconds; people and SIEMs read ISO 8601 UTC."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
 def analyzer_version(version: str, detector_ids: Collection[str]) -> str:
     """pcapsense's version plus a digest of the detectors that ran: installing a detector invalidates old entries."""
     return f"{version}+{hashlib.sha256(','.join(sorted(detector_ids)).encode()).hexdigest()[:8]}"

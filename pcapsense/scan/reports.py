@@ -40,17 +40,22 @@ def report_link(out_dir: Path, name: str) -> str | None:
     return next((f"{name}/{file}" for file in REPORT_FILES if (out_dir / name / file).is_file()), None)
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file and a rename: a scan killed mid-write leaves the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def write_capture_report(result: AnalysisResult, out_dir: Path, name: str) -> None:
-    """Write one capture's report into `out_dir/name`, atomically (a killed scan leaves no half-written file)."""
+    """Write one capture's report into `out_dir/name` (today the JSON document; later the HTML report)."""
     target = out_dir / name
     target.mkdir(parents=True, exist_ok=True)
     if target.resolve().parent != out_dir.resolve():
         raise PcapsenseError(f"{target}: resolves outside the output directory {out_dir}; not writing there")
-    fd, tmp = tempfile.mkstemp(dir=target, prefix=".findings-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(dump_json(result.to_dict()))
-        os.replace(tmp, target / JSON_REPORT)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(target / JSON_REPORT, dump_json(result.to_dict()).encode())

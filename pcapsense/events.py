@@ -207,17 +207,20 @@ class StreamBuilder:
         word = g.be32(pk.payload_off)
         tcp_data = (pk.proto == PROTO_TCP) & (pk.payload_cap > 0) & (row_of >= 0)
         starts = tcp_data & (pk.payload_cap >= 4) & np.isin(word, METHOD_WORDS)
-        pending = np.zeros(len(pk), dtype=bool)
-        if self.http_pending:
-            conn_of_row = np.where(row_of >= 0, info.conn_id[np.maximum(row_of, 0)], -1)
-            pending = tcp_data & np.isin(conn_of_row, np.fromiter(self.http_pending, np.int64))
-        rows = np.flatnonzero(starts | pending)
+        # client segments of requests pending from earlier batches or starting in this one
+        conn_of_row = np.full(len(pk), -1, dtype=np.int64)
+        conn_of_row[info.rows] = info.conn_id
+        from_client = np.zeros(len(pk), dtype=bool)
+        from_client[info.rows] = info.direction == 0
+        starts &= from_client
+        watch = np.union1d(np.fromiter(self.http_pending, np.int64, len(self.http_pending)), conn_of_row[starts])
+        rows = np.flatnonzero(starts | (tcp_data & from_client & np.isin(conn_of_row, watch)))
         records = []
         for row in rows.tolist():
             i = int(row_of[row])
-            if int(info.direction[i]) != 0:
-                continue
             conn = int(info.conn_id[i])
+            if not starts[row] and conn not in self.http_pending:
+                continue  # the request's header block completed earlier in this batch
             payload = pk.payload(row, HTTP_HEADER_LIMIT)
             rec = self._http_segment(conn, payload, bool(starts[row]))
             if rec is not None:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from pcapsense import grouped
 from pcapsense.decode.columns import PROTO_TCP, PROTO_UDP, Packets
+from pcapsense.flowindex import FlowIndex
 from pcapsense.flowrecords import END_REASONS, HISTORY_LETTERS, build_records
 from pcapsense.flowstate import SlotStore
 
@@ -116,8 +117,7 @@ class FlowTable:
     def __init__(self, limits: FlowLimits | None = None) -> None:
         self.limits = limits or FlowLimits()
         self.store = SlotStore()
-        self.index: dict[tuple[int, ...], int] = {}
-        self.keys: dict[int, tuple[int, ...]] = {}
+        self.index = FlowIndex()
         self.history: dict[int, str] = {}
         self.stats = FlowStats()
         self._next_conn = 1
@@ -178,13 +178,13 @@ class FlowTable:
         a_hi, a_lo, a_p = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, s_lo, d_lo), np.where(src_is_a, sp, dp)
         b_hi, b_lo, b_p = np.where(src_is_a, d_hi, s_hi), np.where(src_is_a, d_lo, s_lo), np.where(src_is_a, dp, sp)
         key_cols = (proto, a_hi, a_lo, a_p, b_hi, b_lo, b_p)
-        first_idx, inv = self._group(key_cols)
-        keys = list(zip(*(col[first_idx].tolist() for col in key_cols), strict=True))
-        slots_u = np.fromiter((self.index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        first_idx, inv, hashes = self._group(key_cols)
+        slots_u, exact = self._lookup(key_cols, first_idx, hashes)
         new_u = np.flatnonzero(slots_u < 0)
         if len(new_u):
             self._make_room(len(new_u), protect=slots_u[slots_u >= 0])
-            slots_u[new_u] = self._open(pk, rows, first_idx[new_u], [keys[i] for i in new_u], src_is_a)
+            slots_u[new_u] = self._open(pk, rows, first_idx[new_u], src_is_a)
+            self._register(slots_u[new_u], hashes[new_u], exact[new_u], key_cols, first_idx[new_u])
         slot = slots_u[inv]
         direction = (src_is_a != self.store["orig_is_a"][slot]).astype(np.int64)
         tcp = np.flatnonzero(proto == PROTO_TCP)
@@ -197,26 +197,89 @@ class FlowTable:
         return info
 
     @staticmethod
-    def _group(key_cols: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Group rows by exact key: hash to 64 bits, then verify and fall back to an exact sort on collision."""
+    def _group(key_cols: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Group rows by exact key: hash to 64 bits, then verify and fall back to an exact sort on collision.
+        Returns each group's first row, each row's group, and each group's hash."""
         h = np.zeros(len(key_cols[0]), dtype=np.uint64)
         with np.errstate(over="ignore"):
             for col in key_cols:
                 h = _mix(h ^ (col.astype(np.uint64) & _MASK64))
-        _, first_idx, inv = np.unique(h, return_index=True, return_inverse=True)
+        uniq, first_idx, inv = np.unique(h, return_index=True, return_inverse=True)
         rep = first_idx[inv]
         if all(np.array_equal(col, col[rep]) for col in key_cols):
-            return first_idx, inv
+            return first_idx, inv, uniq
         exact = np.rec.fromarrays([c.astype(np.int64) if c.dtype != np.uint64 else c for c in key_cols])
         _, first_idx, inv = np.unique(exact, return_index=True, return_inverse=True)
-        return first_idx, inv
+        return first_idx, inv, h[first_idx]
 
-    def _open(self, pk: Packets, rows: np.ndarray, first_rows: np.ndarray, keys: list[tuple[int, ...]],
-              src_is_a: np.ndarray) -> np.ndarray:
+    def _key_matches(self, slots: np.ndarray, key_cols: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
+        """Whether each slot's stored flow has exactly the key of the given rows (guards against hash collisions)."""
+        s = self.store
+        oa = s["orig_is_a"][slots]
+        stored = (s["proto"][slots],
+                  np.where(oa, s["orig_hi"][slots], s["resp_hi"][slots]),
+                  np.where(oa, s["orig_lo"][slots], s["resp_lo"][slots]),
+                  np.where(oa, s["orig_port"][slots], s["resp_port"][slots]),
+                  np.where(oa, s["resp_hi"][slots], s["orig_hi"][slots]),
+                  np.where(oa, s["resp_lo"][slots], s["orig_lo"][slots]),
+                  np.where(oa, s["resp_port"][slots], s["orig_port"][slots]))
+        match = np.ones(len(slots), dtype=bool)
+        for have, want in zip(stored, key_cols, strict=True):
+            match &= have == want[rows]
+        return match
+
+    def _lookup(self, key_cols: tuple[np.ndarray, ...], first_idx: np.ndarray,
+                hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slots of the batch's flows (-1 for new ones), and which groups must be kept by exact key."""
+        slots = self.index.lookup(hashes)
+        found = np.flatnonzero(slots >= 0)
+        exact = np.zeros(len(hashes), dtype=bool)
+        mismatch = found[~self._key_matches(slots[found], key_cols, first_idx[found])]
+        exact[mismatch] = True
+        _, counts = np.unique(hashes, return_counts=True)
+        if (counts > 1).any():  # two different keys of this batch share a hash
+            dup = np.isin(hashes, np.unique(hashes)[counts > 1])
+            exact |= dup
+        if self.index.overflow:
+            exact |= np.isin(hashes, self.store["key_hash"][list(self.index.overflow.values())])
+        for u in np.flatnonzero(exact).tolist():
+            slots[u] = self.index.overflow.get(self._exact_key(key_cols, int(first_idx[u])), -1)
+        return slots, exact
+
+    @staticmethod
+    def _exact_key(key_cols: tuple[np.ndarray, ...], row: int) -> tuple[int, ...]:
+        return tuple(int(col[row]) for col in key_cols)
+
+    def _register(self, slots: np.ndarray, hashes: np.ndarray, exact: np.ndarray,
+                  key_cols: tuple[np.ndarray, ...], rows: np.ndarray) -> None:
+        self.store["key_hash"][slots] = hashes
+        exact = exact | self.index.contains(hashes)
+        self.store["in_overflow"][slots] = exact
+        self.index.add(hashes[~exact], slots[~exact])
+        for slot, row in zip(slots[exact].tolist(), rows[exact].tolist(), strict=True):
+            self.index.overflow[self._exact_key(key_cols, row)] = slot
+
+    def _stored_key(self, slot: int) -> tuple[int, ...]:
+        s = self.store
+        orig = (int(s["orig_hi"][slot]), int(s["orig_lo"][slot]), int(s["orig_port"][slot]))
+        resp = (int(s["resp_hi"][slot]), int(s["resp_lo"][slot]), int(s["resp_port"][slot]))
+        a, b = (orig, resp) if s["orig_is_a"][slot] else (resp, orig)
+        return (int(s["proto"][slot]), *a, *b)
+
+    def _unregister(self, slots: np.ndarray) -> None:
+        s = self.store
+        over = s["in_overflow"][slots]
+        self.index.discard(s["key_hash"][slots[~over]], slots[~over])
+        for slot in slots[over].tolist():
+            key = self._stored_key(slot)
+            if self.index.overflow.get(key) == slot:
+                del self.index.overflow[key]
+
+    def _open(self, pk: Packets, rows: np.ndarray, first_rows: np.ndarray, src_is_a: np.ndarray) -> np.ndarray:
         """Allocate slots for new flows; the originator is the sender of the first packet, except that a
         SYN-ACK or a reply from a well-known port reveals the other side as originator (Zeek's flip)."""
         s = self.store
-        slots = s.allocate(len(keys))
+        slots = s.allocate(len(first_rows))
         r = rows[first_rows]
         flags = pk.tcp_flags[r]
         tcp = pk.proto[r] == PROTO_TCP
@@ -238,10 +301,7 @@ class FlowTable:
         ids = np.arange(self._next_conn, self._next_conn + len(slots))
         self._next_conn += len(slots)
         s["conn_id"][slots] = ids
-        for slot, key in zip(slots.tolist(), keys, strict=True):
-            self.index[key] = slot
-            self.keys[slot] = key
-            self.history[slot] = ""
+        self.history.update(dict.fromkeys(slots.tolist(), ""))
         self.stats.created += len(slots)
         return slots
 
@@ -261,10 +321,6 @@ class FlowTable:
         victims = active[order[: min(excess, len(active))]]
         self.stats.evicted_cap += len(victims)
         self._pending.append((victims, np.full(len(victims), END_REASONS.index("evicted-flow-cap"))))
-        for slot in victims.tolist():
-            key = self.keys.get(slot)
-            if key is not None and self.index.get(key) == slot:
-                del self.index[key]
         # flushing now frees the slots for the new flows; the records wait in _emitted for the engine
         self._emitted.append(self._records_for_pending())
 
@@ -332,9 +388,12 @@ class FlowTable:
         if s["orig_is_a"][new] != s["orig_is_a"][old]:
             for a, b in (("orig_hi", "resp_hi"), ("orig_lo", "resp_lo"), ("orig_port", "resp_port")):
                 s[a][new], s[b][new] = s[b][old], s[a][old]
-        key = self.keys[old]
-        self.index[key] = new
-        self.keys[new] = key
+        s["key_hash"][new] = s["key_hash"][old]
+        s["in_overflow"][new] = s["in_overflow"][old]
+        if s["in_overflow"][old]:
+            self.index.overflow[self._stored_key(old)] = new
+        else:
+            self.index.assign(s["key_hash"][[old]], np.array([new]))
         self.history[new] = ""
         self._superseded.append(old)
 
@@ -651,10 +710,7 @@ class FlowTable:
         reasons = reasons[keep]
         histories = [self.history.pop(x, "") for x in slots.tolist()]
         frame = build_records(self.store, slots, histories, reasons)
-        for x in slots.tolist():
-            key = self.keys.pop(x, None)
-            if key is not None and self.index.get(key) == x:
-                del self.index[key]
+        self._unregister(slots)
         self.store.release(slots)
         return frame
 

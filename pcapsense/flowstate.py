@@ -11,6 +11,8 @@ import numpy as np
 # name -> (dtype, initial value); "2" suffix in the spec marks per-direction fields
 SLOT_FIELDS: dict[str, tuple[type, int]] = {
     "conn_id": (np.int64, -1),
+    "key_hash": (np.uint64, 0),
+    "in_overflow": (bool, False),
     "proto": (np.int64, -1),
     "orig_hi": (np.uint64, 0),
     "orig_lo": (np.uint64, 0),

@@ -145,7 +145,7 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[Client]:
             yield client
         return
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR, scheduler_kwargs={"allowed_failures": 0}) as cluster, \
+                      silence_logs=logging.CRITICAL, scheduler_kwargs={"allowed_failures": 0}) as cluster, \
             Client(cluster, set_as_default=False) as client:
         yield client
 

@@ -17,8 +17,10 @@ WEB = host("10.0.0.80", 80)
 UA_LINE = b"User-Agent: Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 5.1)\r\n"
 
 
-def _conn(cap: Capture, rng: random.Random, client: Host, t: int) -> TcpConn:
-    conn = TcpConn(cap, client, WEB, rng.randrange(32768, 61000), 80, t=t, rtt=ms(60), near_client=False)
+def _conn(cap: Capture, rng: random.Random, client: Host, t: int, port: int | None = None) -> TcpConn:
+    """A connection to the web server; `port` pins the client port where several must not collide."""
+    port = rng.randrange(32768, 61000) if port is None else port
+    conn = TcpConn(cap, client, WEB, port, 80, t=t, rtt=ms(60), near_client=False)
     conn.handshake()
     return conn
 
@@ -43,8 +45,8 @@ def _trickle(conn: TcpConn, rng: random.Random, n: int, pieces: int, one_byte: b
 def slowloris(rng: random.Random) -> CaptureFile:
     cap = Capture(rng)
     attacker = Host("198.51.100.66", GATEWAY.mac, ttl=50)
-    for i in range(60):
-        conn = _conn(cap, rng, attacker, BASE_NS + ms(50 * i) + jitter(rng, 20_000))
+    for i in range(60):  # sequential source ports, as a kernel hands them out: no tuple is reused
+        conn = _conn(cap, rng, attacker, BASE_NS + ms(50 * i) + jitter(rng, 20_000), port=41000 + i)
         _trickle(conn, rng, i, 7, one_byte=bool(i % 2))
     return cap.pcap()
 

@@ -30,6 +30,7 @@ def address_text(hi: int, lo: int) -> str:
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
+@lru_cache(maxsize=1 << 16)
 def mac_text(mac: int) -> str:
     return "" if mac < 0 else ":".join(f"{(mac >> s) & 0xFF:02x}" for s in range(40, -1, -8))
 

@@ -43,7 +43,7 @@ TOP_SERVERS = 5  # half-open series reported
 MAX_HASHES = 65_536  # broadcast frame hashes remembered for the duplicate test
 DUPLICATE_WINDOW_S = 0.1  # Wireshark's ARP storm period: a loop recirculates a frame within it, a retry timer not
 DNS_OUTSTANDING_CAP = 100_000  # the core's cap on queries waiting for an answer
-DNS_RTT_EDGES_MS = np.round(np.logspace(-1, 5, 31), 4)  # 0.1 ms .. 100 s, five bins per decade
+DNS_RTT_EDGES_MS = np.array([m * 10.0**e for e in range(-1, 5) for m in (1, 2, 5)] + [1e5])  # 0.1 ms .. 100 s, 1-2-5
 LABEL_CHARS = 120  # packet-derived labels kept per point (the report cuts further for display)
 ICMP_MTU_TYPES = ((False, 3, 4), (True, 2, 0))  # (IPv6, type, code): frag-needed, packet-too-big
 RETRANSMISSION_KINDS = ("retransmission", "fast-retransmission")
@@ -199,6 +199,7 @@ class Timeline:
         self.pairs: Counter[tuple[str, str, int]] = Counter()
         self.untracked_pairs = 0
         self.port_samples: dict[tuple[str, str, int], _Reservoir] = {}
+        self.all_ports = _Reservoir(("t", "port"), seed=6)
         self.dns_pending: dict[tuple[str, str, int, str], float] = {}
         self.dns_rtt = _Reservoir(("t", "ms", "rcode", "qname"), seed=3)
         self.dns_rtt_hist = np.zeros(len(DNS_RTT_EDGES_MS) + 1, dtype=np.int64)
@@ -335,7 +336,8 @@ class Timeline:
                 self.bins.count(("half_open_end", key), group["last_ts"].to_numpy())
 
     def _source_ports(self, tcp: pd.DataFrame) -> None:
-        """Source ports over time, sampled for the busiest client -> server:port pairs."""
+        """Source ports over time: sampled over all connections, and for the busiest client -> server:port pairs."""
+        self.all_ports.add({"t": tcp["first_ts"].tolist(), "port": tcp["orig_port"].astype(int).tolist()})
         grouped = tcp.groupby(["orig", "resp", "resp_port"], sort=False)
         for pair, n in grouped.size().items():
             if pair in self.pairs or len(self.pairs) < MAX_PAIRS:
@@ -503,17 +505,15 @@ class Timeline:
         }
 
     def _ports_dict(self) -> dict[str, Any]:
-        busiest = [(pair, n) for pair, n in self.pairs.most_common(3)]
+        busiest = self.pairs.most_common(3)
+        everyone = {"all": self.all_ports.to_dict(self.bins.relative), "untracked": self.untracked_pairs,
+                    "pairs": [{"client": c, "server": _endpoint(s, p), "connections": n} for (c, s, p), n in busiest]}
         if not busiest:
-            return {"pairs": [], "untracked": self.untracked_pairs}
+            return everyone
         (client, server, port), connections = busiest[0]
         sample = self.port_samples.get((client, server, port))
-        return {
-            "client": client, "server": _endpoint(server, port), "connections": connections,
-            "points": sample.to_dict(self.bins.relative) if sample else None,
-            "pairs": [{"client": c, "server": _endpoint(s, p), "connections": n} for (c, s, p), n in busiest],
-            "untracked": self.untracked_pairs,
-        }
+        return everyone | {"client": client, "server": _endpoint(server, port), "connections": connections,
+                           "points": sample.to_dict(self.bins.relative) if sample else None}
 
 
 def _endpoint(address: str, port: int) -> str:

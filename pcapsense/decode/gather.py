@@ -14,11 +14,10 @@ class Gather:
     """Big-endian integer reads at arbitrary per-packet positions of one byte buffer."""
 
     def __init__(self, data: np.ndarray) -> None:
-        self.data = data
-        self._last = max(len(data) - 1, 0)
+        self.data = data if len(data) else np.zeros(1, dtype=np.uint8)
 
     def _at(self, pos: np.ndarray) -> np.ndarray:
-        return self.data[np.minimum(pos, self._last)]
+        return np.take(self.data, pos, mode="clip")
 
     def u8(self, pos: np.ndarray) -> np.ndarray:
         return self._at(pos).astype(np.int64)

@@ -50,6 +50,14 @@ class _Prefixed:
             return head + self._raw.read(n - len(head))
         return self._raw.read(n)
 
+    def readinto(self, view: memoryview) -> int:
+        if self._prefix:
+            n = min(len(self._prefix), len(view))
+            view[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        return self._raw.readinto(view)
+
     def readable(self) -> bool:
         return True
 
@@ -67,10 +75,18 @@ class _Capped:
 
     def read(self, n: int) -> bytes:
         data = self._stream.read(n)
-        self.delivered += len(data)
+        self._count(len(data))
+        return data
+
+    def readinto(self, view: memoryview) -> int:
+        got = self._stream.readinto(view)
+        self._count(got)
+        return got
+
+    def _count(self, got: int) -> None:
+        self.delivered += got
         if self.delivered > self._cap:
             raise DecompressionCapExceeded(f"decompressed size exceeds the cap of {self._cap} bytes")
-        return data
 
     def close(self) -> None:
         self._stream.close()

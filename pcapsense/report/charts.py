@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
@@ -27,7 +28,9 @@ from pcapsense.report.safety import esc, label
 BLUE, GREEN, RED, ORANGE, PURPLE, GREY, TEAL = "#2563eb", "#16a34a", "#dc2626", "#ea580c", "#7c3aed", "#6b7280", \
     "#0d9488"
 SERVER_COLOURS = (BLUE, ORANGE, PURPLE, TEAL, GREY)
-WINDOW_FILL = "rgba(220, 38, 38, 0.08)"
+WINDOW_FILL = "rgba(220, 38, 38, 0.07)"
+WINDOW_SHADE_SHARE = 0.8
+DISPLAY_BINS = 400
 FONT = "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 TIME_AXIS = "seconds since the first packet"
 EPHEMERAL_RANGES = (  # (low, high, name): where an OS picks client source ports
@@ -52,25 +55,44 @@ class Chart:
 
 
 class _Context:
-    """What every chart of one report shares: the series, the time base and the findings."""
+    """What every chart of one report shares: the series, the time base and the findings.
+
+    The timeline keeps up to 2000 bins; a chart draws at most DISPLAY_BINS, merging `factor` neighbours (counts
+    add, peaks take the larger), because a 10-second capture in 10 ms bins is noise to the eye."""
 
     def __init__(self, series: dict[str, Any], findings: list[Finding]) -> None:
         self.s = series
         self.findings = findings
         self.t0 = series.get("t0") or 0.0
-        self.bin_s = float(series.get("bin_s") or 1.0)
-        self.x = [round(i * self.bin_s, 6) for i in range(int(series.get("bins") or 0))]
+        bins = int(series.get("bins") or 0)
+        self.factor = max(1, -(-bins // DISPLAY_BINS))
+        self.bin_s = float(series.get("bin_s") or 1.0) * self.factor
+        self.x = [round(i * self.bin_s, 6) for i in range(-(-bins // self.factor))]
+        self.span = bins * float(series.get("bin_s") or 1.0)
+
+    def total(self, values: list[int]) -> list[int]:
+        return self._merge(values, np.sum)
+
+    def peak(self, values: list[int]) -> list[int]:
+        return self._merge(values, np.max)
+
+    def _merge(self, values: list[int], reduce: Callable[..., np.ndarray]) -> list[int]:
+        arr = np.asarray(values, dtype=np.int64)
+        arr = np.pad(arr, (0, -len(arr) % self.factor))
+        return reduce(arr.reshape(-1, self.factor), axis=1).tolist()
 
     @property
     def per_bin(self) -> str:
         width = self.bin_s
-        return f"per {width * 1e3:g} ms" if width < 1 else f"per {width:g} s"
+        return f"per {width * 1e3:.3g} ms" if width < 1 else f"per {width:.3g} s"
 
     def windows(self, layer: str) -> list[dict[str, Any]]:
-        """Shaded spans for the evidence windows of this layer's findings."""
+        """Shaded spans for the evidence windows of this layer's findings (not when one covers most of the
+        capture: shading everything says nothing)."""
         return [{"type": "rect", "xref": "x", "yref": "paper", "x0": w[0] - self.t0, "x1": w[1] - self.t0,
                  "y0": 0, "y1": 1, "fillcolor": WINDOW_FILL, "line": {"width": 0}, "layer": "below"}
-                for f in self.findings if f.layer == layer and (w := f.evidence.window)]
+                for f in self.findings if f.layer == layer and (w := f.evidence.window)
+                and w[1] - w[0] < WINDOW_SHADE_SHARE * self.span]
 
     def metric(self, layer: str, name: str) -> Any:
         """The first value of a metric among this layer's findings (detectors name their own metrics)."""
@@ -86,7 +108,7 @@ def _figure(traces: list[go.BaseTraceType], *, y: str, x: str = TIME_AXIS, shape
         template="none", height=300, margin={"l": 60, "r": 16, "t": 28, "b": 48},
         font={"family": FONT, "size": 12, "color": "#1f2933"}, paper_bgcolor="white", plot_bgcolor="white",
         legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 11}},
-        hovermode="closest", shapes=shapes or [],
+        showlegend=len(traces) > 1, hovermode="closest", shapes=shapes or [],
         xaxis={"title": {"text": esc(x)}, "gridcolor": "#eef0f3", "zeroline": False},
         yaxis={"title": {"text": esc(y)}, "gridcolor": "#eef0f3", "zeroline": False, "rangemode": "tozero"},
     )
@@ -110,10 +132,11 @@ def _bar(x: list[Any], y: list[Any], name: str, colour: str | list[str], **kw: A
 
 def l2_arp(ctx: _Context) -> tuple[str, str, go.Figure]:
     s = ctx.s["L2"]
-    traces = [_line(ctx, s["arp_request"], "ARP requests", BLUE), _line(ctx, s["arp_reply"], "ARP replies", GREEN)]
-    traces += [_line(ctx, s[k], name, c) for k, name, c in (("ndp_solicit", "IPv6 neighbour solicitations", PURPLE),
-                                                             ("ndp_advert", "IPv6 neighbour advertisements", TEAL))
-               if any(s[k])]
+    traces = [_line(ctx, ctx.total(s["arp_request"]), "ARP requests", BLUE),
+              _line(ctx, ctx.total(s["arp_reply"]), "ARP replies", GREEN)]
+    ndp = (("ndp_solicit", "IPv6 neighbour solicitations", PURPLE), ("ndp_advert", "IPv6 neighbour advertisements",
+                                                                      TEAL))
+    traces += [_line(ctx, ctx.total(s[k]), name, c) for k, name, c in ndp if any(s[k])]
     quiet = not any(s["arp_request"]) and not any(s["arp_reply"])
     return ("ARP requests and replies",
             "Requests that no reply follows mean a neighbour is missing; a wall of requests is a storm.",
@@ -124,8 +147,8 @@ def l2_arp(ctx: _Context) -> tuple[str, str, go.Figure]:
 def l2_broadcast(ctx: _Context) -> tuple[str, str, go.Figure]:
     s = ctx.s["L2"]
     window_ms = s.get("duplicate_window_s", 0.1) * 1e3
-    traces = [_line(ctx, s["broadcast"], "broadcast frames", BLUE),
-              _line(ctx, s["broadcast_duplicate"], f"byte-identical repeats within {window_ms:g} ms", RED)]
+    traces = [_line(ctx, ctx.total(s["broadcast"]), "broadcast frames", BLUE),
+              _line(ctx, ctx.total(s["broadcast_duplicate"]), f"byte-identical repeats within {window_ms:g} ms", RED)]
     return ("Broadcast frames and recirculated duplicates",
             "A switching loop sends the same frames around within milliseconds: the red series climbs with the "
             "blue one. Hosts repeat a broadcast only after a retry timer, so healthy traffic keeps it near zero.",
@@ -153,7 +176,12 @@ def _implied_segment(ctx: _Context) -> tuple[float | None, str]:
 def l3_segments(ctx: _Context) -> tuple[str, str, go.Figure]:
     s = ctx.s["L3"]
     points = s["retransmissions"]
-    traces: list[go.BaseTraceType] = [_line(ctx, s["max_segment"], "largest TCP segment", BLUE)]
+    peaks = ctx.peak(s["max_segment"])
+    seen = [i for i, v in enumerate(peaks) if v]
+    traces: list[go.BaseTraceType] = [go.Scatter(
+        x=[ctx.x[i] for i in seen], y=[peaks[i] for i in seen], mode="markers", name=label("largest segment sent"),
+        marker={"color": BLUE, "size": 4, "opacity": 0.6},
+        hovertemplate="largest segment %{y} B around %{x:.3f} s<extra></extra>")]
     for acked, name, colour, symbol in ((False, "retransmission, never ACKed", RED, "x"),
                                         (True, "retransmission, ACKed", ORANGE, "circle-open")):
         idx = [i for i, a in enumerate(points["acked"]) if a is acked]
@@ -208,23 +236,24 @@ def l3_acked_sizes(ctx: _Context) -> tuple[str, str, go.Figure]:
 
 def l4_half_open(ctx: _Context) -> tuple[str, str, go.Figure]:
     s = ctx.s["L4"]
-    traces = [_line(ctx, server["series"], server["server"], SERVER_COLOURS[i % len(SERVER_COLOURS)])
+    traces = [_line(ctx, ctx.peak(server["series"]), server["server"], SERVER_COLOURS[i % len(SERVER_COLOURS)])
               for i, server in enumerate(s["half_open"])]
     if len(s["half_open"]) > 1 or s["half_open_omitted"]:
-        traces.append(_line(ctx, s["half_open_total"], "all servers", GREY, opacity=0.7))
+        traces.append(_line(ctx, ctx.peak(s["half_open_total"]), "all servers", GREY, opacity=0.7))
     if any(s["syn_only_total"]):
-        traces.append(_line(ctx, s["syn_only_total"], "SYNs never answered (all servers)", RED, opacity=0.7))
+        traces.append(_line(ctx, ctx.peak(s["syn_only_total"]), "SYNs never answered (all servers)", RED,
+                            opacity=0.7))
     return ("Half-open handshakes over time, per server:port",
             "Connections whose SYN was answered by a SYN-ACK but never ACKed, counted while they last. A SYN flood "
             "piles them up on one server:port; healthy servers stay at zero.",
-            _figure(traces, y=f"half-open connections ({ctx.per_bin})", shapes=ctx.windows("L4"),
+            _figure(traces, y="half-open connections", shapes=ctx.windows("L4"), showlegend=bool(traces),
                     empty=None if traces else "no half-open handshakes: every answered SYN was ACKed"))
 
 
 def l4_handshakes(ctx: _Context) -> tuple[str, str, go.Figure]:
     s = ctx.s["L4"]
-    traces = [_line(ctx, s["syn"], "SYN", BLUE), _line(ctx, s["synack"], "SYN-ACK", ORANGE),
-              _line(ctx, s["ack3"], "handshake-completing ACK", GREEN)]
+    traces = [_line(ctx, ctx.total(s["syn"]), "SYN", BLUE), _line(ctx, ctx.total(s["synack"]), "SYN-ACK", ORANGE),
+              _line(ctx, ctx.total(s["ack3"]), "handshake-completing ACK", GREEN)]
     return ("SYN, SYN-ACK and completing ACK rates",
             "In a healthy capture the three move together. SYN-ACKs without completing ACKs are half-open "
             "handshakes; SYNs without SYN-ACKs are unanswered.",
@@ -235,25 +264,32 @@ def l4_handshakes(ctx: _Context) -> tuple[str, str, go.Figure]:
 def l4_source_ports(ctx: _Context) -> tuple[str, str, go.Figure]:
     ports = ctx.s["L4"]["source_ports"]
     points = ports.get("points") or {"t": [], "port": [], "total": 0, "omitted": 0}
-    traces = [go.Scatter(x=points["t"], y=points["port"], mode="markers", name=label("new connection"),
-                         marker={"color": BLUE, "size": 5, "opacity": 0.7},
+    everyone = ports["all"]
+    busy = ports.get("connections", 0) > 1
+    who = f"{ports['client']} -> {ports['server']}" if busy else ""
+    traces = [go.Scatter(x=everyone["t"], y=everyone["port"], mode="markers", name=label("any new connection"),
+                         marker={"color": "#94a3b8", "size": 4, "opacity": 0.6},
                          hovertemplate="source port %{y} at %{x:.3f} s<extra></extra>")]
+    if busy:
+        traces.append(go.Scatter(x=points["t"], y=points["port"], mode="markers", name=label(who),
+                                 marker={"color": BLUE, "size": 5, "opacity": 0.8},
+                                 hovertemplate="source port %{y} at %{x:.3f} s<extra></extra>"))
     shapes = [{"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "y0": low, "y1": high, "line": {"width": 0},
                "fillcolor": colour, "layer": "below"}
               for (low, high, _), colour in zip(EPHEMERAL_RANGES, ("rgba(22,163,74,0.07)", "rgba(124,58,237,0.07)"),
                                                 strict=True)]
-    annotations = [{"text": esc(name), "xref": "paper", "x": 0, "xanchor": "left", "y": y, "yanchor": anchor,
-                    "showarrow": False, "font": {"size": 10, "color": colour}}
+    annotations = [{"text": esc(name), "xref": "paper", "x": 1, "xanchor": "right", "y": y, "yanchor": anchor,
+                    "showarrow": False, "font": {"size": 10, "color": colour}, "bgcolor": "rgba(255,255,255,0.85)"}
                    for (low, high, name), y, anchor, colour in zip(EPHEMERAL_RANGES, (32768, 65535),
                                                                    ("bottom", "top"), (GREEN, PURPLE), strict=True)]
-    who = f"{ports['client']} -> {ports['server']}" if ports.get("client") else ""
     sample = f" Showing {len(points['t'])} of {points['total']}." if points.get("omitted") else ""
-    caption = (f"Busiest client -> server:port: {who} ({ports.get('connections', 0)} connections).{sample} "
-               "Port exhaustion sweeps the whole ephemeral range quickly and wraps around; a pooled client reuses a "
-               "few ports.") if who else "No TCP connections in this capture."
-    return ("Source ports of new connections against the ephemeral range", caption,
-            _figure(traces, y="client source port", shapes=shapes + ctx.windows("L4"), annotations=annotations,
-                    yaxis_range=[0, 65535], empty=None if who else "no TCP connections in this capture"))
+    busiest = (f"Busiest client -> server:port in blue: {who} ({ports['connections']} connections).{sample} "
+               if busy else "No client opened more than one connection to the same server:port. ")
+    return ("Source ports of new connections against the ephemeral range",
+            busiest + "Port exhaustion sweeps the whole ephemeral range quickly and wraps around; a pooled client "
+            "reuses a few ports.",
+            _figure(traces, y="client source port", shapes=shapes, annotations=annotations, yaxis_range=[0, 65535],
+                    empty=None if everyone["t"] else "no TCP connections in this capture"))
 
 
 # -- DNS ---------------------------------------------------------------------------------------------------------
@@ -262,13 +298,19 @@ def _ms(value: float) -> str:
     return f"{value:g} ms" if value < 1000 else f"{value / 1000:g} s"
 
 
+def _rtt_colour(upper_ms: float) -> str:
+    """Green under 100 ms, orange under 1 s, red slower."""
+    return GREEN if upper_ms <= 100 else ORANGE if upper_ms <= 1000 else RED
+
+
 def dns_response_times(ctx: _Context) -> tuple[str, str, go.Figure]:
     hist = ctx.s["DNS"]["rtt_histogram"]
     edges, counts = hist["edges_ms"], hist["counts"]
     names = [f"< {_ms(edges[0])}", *(f"{_ms(lo)}-{_ms(hi)}" for lo, hi in pairwise(edges)), f">= {_ms(edges[-1])}"]
     used = [i for i, n in enumerate(counts) if n]
     lo, hi = (max(used[0] - 1, 0), min(used[-1] + 2, len(counts))) if used else (0, 0)
-    colours = [GREEN if i < 16 else ORANGE if i < 21 else RED for i in range(lo, hi)]  # <100 ms, <1 s, slower
+    uppers = [*edges, float("inf")]  # bucket i holds answers below uppers[i]
+    colours = [_rtt_colour(uppers[i]) for i in range(lo, hi)]
     traces = [_bar([label(n) for n in names[lo:hi]], counts[lo:hi], "responses", colours,
                    hovertemplate="%{y} responses in %{x}<extra></extra>")]
     return ("DNS response-time distribution",
@@ -293,15 +335,21 @@ def dns_rcodes(ctx: _Context) -> tuple[str, str, go.Figure]:
 
 def dns_over_time(ctx: _Context) -> tuple[str, str, go.Figure]:
     rtt = ctx.s["DNS"]["rtt"]
-    traces = [go.Scatter(x=rtt["t"], y=rtt["ms"], mode="markers", name=label("answer"),
-                         marker={"color": [RCODE_COLOURS.get(r, RED) for r in rtt["rcode"]], "size": 7},
-                         customdata=[[label(q), label(r)] for q, r in zip(rtt["qname"], rtt["rcode"], strict=True)],
-                         hovertemplate="%{customdata[0]}<br>%{customdata[1]} after %{y} ms<extra></extra>")]
+    traces = []
+    for name, colour, wanted in (("NOERROR", GREEN, {"NOERROR"}), ("NXDOMAIN", ORANGE, {"NXDOMAIN"}),
+                                 ("other rcodes", RED, None)):
+        idx = [i for i, r in enumerate(rtt["rcode"]) if (r in wanted if wanted else r not in RCODE_COLOURS)]
+        if idx:
+            traces.append(go.Scatter(
+                x=[rtt["t"][i] for i in idx], y=[rtt["ms"][i] for i in idx], mode="markers", name=label(name),
+                marker={"color": colour, "size": 7},
+                customdata=[[label(rtt["qname"][i]), label(rtt["rcode"][i])] for i in idx],
+                hovertemplate="%{customdata[0]}<br>%{customdata[1]} after %{y} ms<extra></extra>"))
     sample = f" Showing {len(rtt['t'])} of {rtt['total']}." if rtt["omitted"] else ""
     return ("DNS response time of each answered query",
-            "One dot per answer at the time of its query, coloured by rcode (green NOERROR, orange NXDOMAIN, red "
-            "errors)." + sample,
-            _figure(traces, y="response time (ms)", yaxis_type="log", shapes=ctx.windows("DNS"),
+            "One dot per answer at the time of its query: a slow or failing resolver shows as a cluster high up or "
+            "a run of error codes." + sample,
+            _figure(traces, y="response time (ms)", yaxis_type="log", yaxis_dtick=1, shapes=ctx.windows("DNS"),
                     empty=None if rtt["t"] else "no DNS query was answered in this capture"))
 
 
@@ -381,7 +429,8 @@ def l7_headers(ctx: _Context) -> tuple[str, str, go.Figure]:
 
 def traffic(ctx: _Context) -> tuple[str, str, go.Figure]:
     return ("Traffic", f"Packets {ctx.per_bin} over the capture.",
-            _figure([_line(ctx, ctx.s["packets"], "packets", BLUE, fill="tozeroy", fillcolor="rgba(37,99,235,0.12)")],
+            _figure([_line(ctx, ctx.total(ctx.s["packets"]), "packets", BLUE, fill="tozeroy",
+                           fillcolor="rgba(37,99,235,0.12)")],
                     y=f"packets {ctx.per_bin}", height=200, showlegend=False,
                     margin={"l": 60, "r": 16, "t": 8, "b": 44}))
 

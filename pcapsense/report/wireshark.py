@@ -9,6 +9,7 @@ Without tshark or pyshark the report says how to get them; nothing else depends 
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ def dissect(findings: Iterable[Finding], capture_path: str | None, compression: 
 
     capture = pyshark.FileCapture(capture_path, display_filter="frame.number in {" + ", ".join(map(str, wanted))
                                   + "}", keep_packets=False)
+    asyncio_log = logging.getLogger("asyncio")
+    level = asyncio_log.level
+    asyncio_log.setLevel(logging.ERROR)  # stopping tshark early makes asyncio warn about the child it reaped
     try:
         capture.apply_on_packets(keep, timeout=TIMEOUT_S)
     except TimeoutError:
@@ -84,6 +88,7 @@ def dissect(findings: Iterable[Finding], capture_path: str | None, compression: 
         result.note = f"tshark failed: {exc}"
     finally:
         capture.close()
+        asyncio_log.setLevel(level)
     return result
 
 

@@ -102,7 +102,7 @@ def index(config: ScanConfig, catalog: Catalog, plan: Plan) -> tuple[Path, Count
     by_capture: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for finding in findings:
         by_capture[finding["path"]].append(finding)
-    labels = {c.key: c.rel for c in plan.discovery.captures}
+    labels = {entry.key: entry.rel for entry in (*plan.discovery.captures, *plan.discovery.refused)}
     captures = [Capture(row, labels.get(row["path"], row["path"]), _link(config, plan, row), by_capture[row["path"]])
                 for row in rows]
     captures.sort(key=lambda c: c.label)

@@ -39,7 +39,7 @@ class Candidate:
 
     path: str  # what to open: absolute, symlinks resolved (may hold undecodable bytes as surrogates)
     key: str  # the same path as printable text: the catalog's unique key
-    rel: str  # the path relative to the scan root it was found under (names its report)
+    rel: str  # printable path relative to the scan root it was found under (labels it, names its report)
     size: int
     mtime: float
 
@@ -49,6 +49,7 @@ class Refused:
     """Something in the archive that was not opened, and why (a one-line reason naming it)."""
 
     key: str
+    rel: str
     reason: str
 
 
@@ -63,8 +64,8 @@ class Discovery:
         return [c.key for c in self.captures] + [r.key for r in self.refused]
 
 
-def _reason(path: str, exc: OSError) -> str:
-    return one_line(f"{path}: {OS_REASONS.get(exc.errno or 0, f'cannot open: {exc.strerror or exc}')}")
+def _os_reason(exc: OSError) -> str:
+    return OS_REASONS.get(exc.errno or 0, f"cannot open: {exc.strerror or exc}")
 
 
 def starts_like_capture(path: str) -> bool:
@@ -83,7 +84,10 @@ def starts_like_capture(path: str) -> bool:
 
 
 class _Walk:
-    """Depth-first, sorted, following symlinks; a directory reached again from inside itself is a loop."""
+    """Depth-first, sorted, following symlinks; a directory reached again from inside itself is a loop.
+
+    Every entry is named by its real path (the catalog key); each real file and directory is visited once.
+    """
 
     def __init__(self, found: Discovery) -> None:
         self.found = found
@@ -95,7 +99,7 @@ class _Walk:
         stack: list[Pending] = [(root, frozenset())]
         while stack:
             path, ancestors = stack.pop()
-            children = self.visit(path, os.path.relpath(path, base), ancestors)
+            children = self.visit(path, one_line(os.path.relpath(path, base)), ancestors)
             stack.extend(reversed(children))
 
     def visit(self, path: str, rel: str, ancestors: frozenset[DirId]) -> list[Pending]:
@@ -104,13 +108,13 @@ class _Walk:
         try:
             st = os.stat(path)
         except OSError as exc:
-            self.refuse(key, _reason(path, exc))
+            self.refuse(key, rel, _os_reason(exc))
             return []
         kind = stat.S_IFMT(st.st_mode)
         if kind == stat.S_IFDIR:
-            return self.directory(path, key, (st.st_dev, st.st_ino), ancestors)
+            return self.directory(path, rel, (st.st_dev, st.st_ino), ancestors)
         if kind != stat.S_IFREG:
-            self.refuse(key, one_line(f"{path}: not a regular file ({SPECIAL_KINDS.get(kind, oct(kind))})"))
+            self.refuse(key, rel, f"not a regular file ({SPECIAL_KINDS.get(kind, oct(kind))})")
             return []
         if key in self.seen:
             return []
@@ -119,15 +123,15 @@ class _Walk:
                 self.found.ignored += 1
                 return []
         except NotACaptureError as exc:
-            self.refuse(key, one_line(str(exc)))
+            self.refuse(key, rel, str(exc).removeprefix(f"{real}: "))
             return []
         self.seen.add(key)
         self.found.captures.append(Candidate(real, key, rel, st.st_size, st.st_mtime))
         return []
 
-    def directory(self, path: str, key: str, ident: DirId, ancestors: frozenset[DirId]) -> list[Pending]:
-        if ident in ancestors:
-            self.refuse(one_line(os.path.abspath(path)), one_line(f"{path}: symlink loop (leads back to {key})"))
+    def directory(self, path: str, rel: str, ident: DirId, ancestors: frozenset[DirId]) -> list[Pending]:
+        if ident in ancestors:  # named by the link itself: its real path is the ancestor's
+            self.refuse(one_line(os.path.abspath(path)), rel, f"symlink loop (leads back to {os.path.realpath(path)})")
             return []
         if ident in self.walked:  # the same directory through another link: already covered
             return []
@@ -135,15 +139,15 @@ class _Walk:
         try:
             names = sorted(os.listdir(path))
         except OSError as exc:
-            self.refuse(key, one_line(f"{path}: cannot list directory: {exc.strerror or exc}"))
+            self.refuse(one_line(os.path.realpath(path)), rel, f"cannot list directory: {exc.strerror or exc}")
             return []
         inner = ancestors | {ident}
         return [(os.path.join(path, name), inner) for name in names]
 
-    def refuse(self, key: str, reason: str) -> None:
+    def refuse(self, key: str, rel: str, why: str) -> None:
         if key not in self.seen:
             self.seen.add(key)
-            self.found.refused.append(Refused(key, reason))
+            self.found.refused.append(Refused(key, rel, f"{key}: {one_line(why)}"))
 
 
 def discover(roots: Iterable[str]) -> Discovery:

@@ -60,6 +60,11 @@ class Capture:
         return max((rank(f["severity"]) for f in self.findings), default=NO_FINDING)
 
 
+def _plotly_text(text: str) -> str:
+    """Escaped for plotly.js, which decodes &lt; &gt; &amp; (and numeric entities) but shows `&quot;` as is."""
+    return escape(text, quote=False)
+
+
 def rank(severity: str) -> int:
     return int(Severity.parse(severity))
 
@@ -68,8 +73,8 @@ def _short(label: str) -> str:
     return label if len(label) <= LABEL_CHARS else "…" + label[-LABEL_CHARS + 1:]
 
 
-def _link(capture: Capture, text: str | None = None) -> str:
-    shown = f"<code>{escape(text or capture.label)}</code>"
+def _link(capture: Capture) -> str:
+    shown = f"<code>{escape(capture.label)}</code>"
     return f'<a href="{escape(quote(capture.link))}">{shown}</a>' if capture.link else shown
 
 
@@ -96,7 +101,7 @@ def _heatmap(captures: list[Capture]) -> str:
         return "<p>No findings in this scan.</p>"
     cells = [[[f for f in c.findings if f["layer"] == layer] for layer in LAYERS] for c in rows]
     z = [[max((rank(f["severity"]) for f in cell), default=None) for cell in row] for row in cells]
-    text = [[f"{escape(c.label)}<br>{layer}: "
+    text = [[f"{_plotly_text(c.label)}<br>{layer}: "
              + (f"{Severity(level)} ({len(cell)} findings)" if level is not None else "no finding")
              for layer, cell, level in zip(LAYERS, row, levels, strict=True)]
             for c, row, levels in zip(rows, cells, z, strict=True)]
@@ -112,7 +117,7 @@ def _heatmap(captures: list[Capture]) -> str:
     fig.update_layout(
         height=min(120 + 18 * len(rows), 20000), margin={"l": 20, "r": 20, "t": 30, "b": 30},
         xaxis={"side": "top"}, plot_bgcolor="#f7f7f7",
-        yaxis={"tickvals": list(range(len(rows))), "ticktext": [escape(_short(c.label)) for c in rows],
+        yaxis={"tickvals": list(range(len(rows))), "ticktext": [_plotly_text(_short(c.label)) for c in rows],
                "autorange": "reversed", "automargin": True},
     )
     note = (f"<p class=meta>The {HEATMAP_ROWS} worst captures are shown; the tables list all.</p>"

@@ -31,6 +31,16 @@ HTTP_HEADER_LIMIT = 64 * 1024  # stop following a request's headers after this m
 METHOD_WORDS = np.array([int.from_bytes(p[:4], "big") for p in METHOD_PREFIXES], dtype=np.int64)
 
 
+def tls_record_start(head: np.ndarray) -> np.ndarray:
+    """Payloads that open with a TLS alert or handshake record (content type 21/22, version major 3)."""
+    return np.isin(head >> 24, TLS_CONTENT_TYPES) & (((head >> 16) & 0xFF) == 3)
+
+
+def http_request_start(head: np.ndarray) -> np.ndarray:
+    """Payloads that open with an HTTP/1 request method."""
+    return np.isin(head, METHOD_WORDS)
+
+
 def _addresses(hi: np.ndarray, lo: np.ndarray) -> list[str]:
     return [address_text(h, low) for h, low in zip(hi.tolist(), lo.tolist(), strict=True)]
 
@@ -55,7 +65,7 @@ class StreamBuilder:
         self.malformed: Counter[str] = Counter()
         self.http_pending: dict[int, bytes] = {}  # conn_id -> last bytes of an unfinished request header
         self.http_seen: dict[int, int] = {}  # conn_id -> header bytes followed so far
-        self.builders: dict[str, Callable[[Packets, FlowInfo, np.ndarray], pd.DataFrame]] = {
+        self.builders: dict[str, Callable[[Packets, FlowInfo, np.ndarray], pd.DataFrame | None]] = {
             "arp": self.arp,
             "broadcast": self.broadcast,
             "ndp": self.ndp,
@@ -66,13 +76,13 @@ class StreamBuilder:
             "http": self.http,
         }
 
-    def build(self, name: str, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame:
-        """`row_of[batch_row]` is the FlowInfo index of a tracked packet, -1 otherwise."""
+    def build(self, name: str, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
+        """`row_of[batch_row]` is the FlowInfo index of a tracked packet, -1 otherwise. None: nothing selected."""
         return self.builders[name](pk, info, row_of)
 
     # -- L2 ---------------------------------------------------------------------------------------------------
 
-    def arp(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame:
+    def arp(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
         """Ethernet/IPv4 ARP only (hardware type 1, protocol 0x0800, address lengths 6 and 4)."""
         rows = np.flatnonzero((pk.net == ETH_ARP) & (pk.malformed == 0) & (pk.l3 >= 0))
         g = Gather(pk.data)
@@ -80,6 +90,8 @@ class StreamBuilder:
         ether_ipv4 = (g.be16(l3) == 1) & (g.be16(l3 + 2) == ETH_IPV4) & (g.u8(l3 + 4) == 6) & (g.u8(l3 + 5) == 4)
         self.malformed["arp-not-ethernet-ipv4"] += int(np.count_nonzero(~ether_ipv4))
         rows, l3 = rows[ether_ipv4], l3[ether_ipv4]
+        if not len(rows):
+            return None
         return pd.DataFrame({
             "frame": pk.frame[rows], "ts": pk.ts_ns[rows] / 1e9, "iface": pk.iface[rows],
             "op": g.be16(l3 + 6), "sha": g.be48(l3 + 8), "spa": g.be32(l3 + 14), "tha": g.be48(l3 + 18),
@@ -87,15 +99,19 @@ class StreamBuilder:
             "frame_hash": frame_hashes(pk, rows),
         })
 
-    def broadcast(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame:
+    def broadcast(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
         rows = np.flatnonzero(pk.dst_mac == BROADCAST_MAC)
+        if not len(rows):
+            return None
         return pd.DataFrame({
             "frame": pk.frame[rows], "ts": pk.ts_ns[rows] / 1e9, "src_mac": pk.src_mac[rows],
             "net": pk.net[rows], "frame_hash": frame_hashes(pk, rows),
         })
 
-    def ndp(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame:
+    def ndp(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
         rows = np.flatnonzero((pk.proto == PROTO_ICMPV6) & np.isin(pk.icmp_type, (135, 136)) & (pk.payload_cap >= 16))
+        if not len(rows):
+            return None
         g, p = Gather(pk.data), pk.payload_off[rows]
         return pd.DataFrame({
             "frame": pk.frame[rows], "ts": pk.ts_ns[rows] / 1e9, "type": pk.icmp_type[rows],
@@ -105,11 +121,13 @@ class StreamBuilder:
 
     # -- L3 ---------------------------------------------------------------------------------------------------
 
-    def icmp_errors(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame:
+    def icmp_errors(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
         """ICMP/ICMPv6 errors with the 5-tuple of the packet they quote (which flow the router is talking about)."""
         v4 = (pk.proto == PROTO_ICMP) & np.isin(pk.icmp_type, (3, 4, 5, 11, 12))
         v6 = (pk.proto == PROTO_ICMPV6) & np.isin(pk.icmp_type, (1, 2, 3, 4))
         rows = np.flatnonzero((v4 | v6) & (pk.malformed == 0))
+        if not len(rows):
+            return None
         g = Gather(pk.data)
         inner = pk.payload_off[rows]  # the quoted packet starts right after the 8-byte ICMP header
         room = pk.payload_cap[rows]
@@ -135,8 +153,10 @@ class StreamBuilder:
             "inner_len": np.where(ver == 4, g.be16(inner + 2), g.be16(inner + 4) + 40),
         })
 
-    def tcp_retransmissions(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame:
+    def tcp_retransmissions(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
         sel = np.flatnonzero(info.retrans | info.fast_retrans | info.ooo | info.dupe)
+        if not len(sel):
+            return None
         rows = info.rows[sel]
         kind = np.where(info.dupe[sel], "duplicate", np.where(info.fast_retrans[sel], "fast-retransmission",
                         np.where(info.ooo[sel], "out-of-order", "retransmission")))
@@ -154,7 +174,7 @@ class StreamBuilder:
         keep = idx >= 0
         return rows[keep], idx[keep]
 
-    def dns(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame:
+    def dns(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
         l4 = (pk.proto == PROTO_UDP) | (pk.proto == PROTO_TCP)
         rows = np.flatnonzero(l4 & (np.isin(pk.sport, DNS_PORTS) | np.isin(pk.dport, DNS_PORTS))
                               & (pk.payload_len > 0) & (pk.malformed == 0))
@@ -175,16 +195,14 @@ class StreamBuilder:
                             "tcp" if pk.proto[row] == PROTO_TCP else "udp", msg.id, msg.is_response, msg.opcode,
                             msg.rcode, RCODE_NAMES.get(msg.rcode, str(msg.rcode)), msg.truncated, msg.qname,
                             msg.qtype, msg.ancount, ",".join(msg.answers)))
+        if not records:
+            return None
         return pd.DataFrame.from_records(records, columns=[
             "frame", "ts", "conn_id", "src", "sport", "dst", "dport", "transport", "id", "is_response", "opcode",
             "rcode", "rcode_name", "truncated", "qname", "qtype", "ancount", "answers"])
 
-    def tls(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame:
-        g = Gather(pk.data)
-        head = g.u8(pk.payload_off)
-        major = g.u8(pk.payload_off + 1)
-        rows = np.flatnonzero((pk.proto == PROTO_TCP) & (pk.payload_cap >= 5) & np.isin(head, TLS_CONTENT_TYPES)
-                              & (major == 3))
+    def tls(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
+        rows = np.flatnonzero((pk.proto == PROTO_TCP) & (pk.payload_cap >= 5) & tls_record_start(pk.payload_head))
         rows, idx = self._tracked(rows, info, row_of)
         records = []
         for row, i in zip(rows.tolist(), idx.tolist(), strict=True):
@@ -197,16 +215,16 @@ class StreamBuilder:
                 records.append((int(pk.frame[row]), int(pk.ts_ns[row]) / 1e9, int(info.conn_id[i]),
                                 int(info.direction[i]), int(pk.ttl[row]), ev.kind, ev.version, ev.sni,
                                 ",".join(ev.alpn), ev.alert_level, ev.alert_description, ev.alert_name))
+        if not records:
+            return None
         return pd.DataFrame.from_records(records, columns=[
             "frame", "ts", "conn_id", "direction", "ttl", "kind", "version", "sni", "alpn", "alert_level",
             "alert_description", "alert_name"])
 
-    def http(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame:
+    def http(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
         """Request starts, and each later segment of a request whose header block is not complete yet."""
-        g = Gather(pk.data)
-        word = g.be32(pk.payload_off)
         tcp_data = (pk.proto == PROTO_TCP) & (pk.payload_cap > 0) & (row_of >= 0)
-        starts = tcp_data & (pk.payload_cap >= 4) & np.isin(word, METHOD_WORDS)
+        starts = tcp_data & http_request_start(pk.payload_head)
         # client segments of requests pending from earlier batches or starting in this one
         conn_of_row = np.full(len(pk), -1, dtype=np.int64)
         conn_of_row[info.rows] = info.conn_id
@@ -225,6 +243,8 @@ class StreamBuilder:
             rec = self._http_segment(conn, payload, bool(starts[row]))
             if rec is not None:
                 records.append((int(pk.frame[row]), int(pk.ts_ns[row]) / 1e9, conn, int(info.seg_len[i]), *rec))
+        if not records:
+            return None
         return pd.DataFrame.from_records(records, columns=[
             "frame", "ts", "conn_id", "bytes", "kind", "complete", "method", "target", "host", "user_agent"])
 

@@ -23,8 +23,7 @@ from pcapsense.decode.columns import (
     PROTO_UDP,
     Packets,
 )
-from pcapsense.decode.gather import Gather
-from pcapsense.events import METHOD_WORDS, TLS_CONTENT_TYPES
+from pcapsense.events import http_request_start, tls_record_start
 from pcapsense.findings import Finding
 from pcapsense.flows import ACK, SYN, FlowInfo, FlowLimits, FlowStats
 
@@ -95,12 +94,8 @@ class TrafficStats:
                            ("previous_segment_lost", info.lost), ("acked_unseen", info.ack_unseen)):
             self.tcp[name] += int(np.count_nonzero(mask))
         self.tcp["ack_bearing"] += int(np.count_nonzero(tcp & ((flags & ACK) != 0)))
-        g = Gather(pk.data)
-        payload = tcp & (pk.payload_cap >= 4)
-        head, word = g.u8(pk.payload_off), g.be32(pk.payload_off)
-        self.tcp["tls_handshake_records"] += int(np.count_nonzero(
-            payload & np.isin(head, TLS_CONTENT_TYPES) & (g.u8(pk.payload_off + 1) == 3)))
-        self.tcp["http_request_starts"] += int(np.count_nonzero(payload & np.isin(word, METHOD_WORDS)))
+        self.tcp["tls_handshake_records"] += int(np.count_nonzero(tcp & tls_record_start(pk.payload_head)))
+        self.tcp["http_request_starts"] += int(np.count_nonzero(tcp & http_request_start(pk.payload_head)))
         self.quality["truncated_by_snaplen"] += int(np.count_nonzero(pk.caplen < pk.wirelen))
         self.quality["oversized_segments"] += int(np.count_nonzero(tcp & (pk.ip_len > ETHERNET_MTU)
                                                                    & (pk.tunnel_depth == 0)))
@@ -119,9 +114,9 @@ class TrafficStats:
         for name, count in records["end_reason"].value_counts().items():
             self.flows[f"ended_{name.replace('-', '_')}"] += int(count)
 
-    def add_dns(self, dns: pd.DataFrame) -> None:
+    def add_dns(self, dns: pd.DataFrame | None) -> None:
         """Match queries to responses by (client, server, id, name) to count unanswered queries."""
-        if not len(dns):
+        if dns is None or not len(dns):
             return
         pending = self._dns_outstanding
         for src, dst, msg_id, qname, is_resp, rcode_name, ts in zip(

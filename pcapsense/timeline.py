@@ -92,11 +92,13 @@ class _Bins:
         ts = np.asarray(ts, dtype=np.float64)
         ts = ts[~np.isnan(ts)]
         if len(ts):
-            self._array(name, _pair_sum)[:] += np.bincount(self.index(ts), minlength=MAX_BINS)
+            idx = self.index(ts)  # first: it may merge, replacing the arrays
+            self._array(name, _pair_sum)[:] += np.bincount(idx, minlength=MAX_BINS)
 
     def maximum(self, name: Any, ts: np.ndarray, values: np.ndarray) -> None:
         if len(ts):
-            np.maximum.at(self._array(name, _pair_max), self.index(ts), values.astype(np.int64))
+            idx = self.index(ts)
+            np.maximum.at(self._array(name, _pair_max), idx, values.astype(np.int64))
 
     def drop(self, name: Any) -> None:
         self.arrays.pop(name, None)

@@ -88,6 +88,7 @@ class Packets:
     payload_len: np.ndarray  # L4 payload bytes on the wire
     payload_off: np.ndarray
     payload_cap: np.ndarray  # L4 payload bytes actually captured
+    payload_head: np.ndarray  # first 4 payload bytes, big-endian (-1 when fewer are captured): protocol sniffing
     icmp_type: np.ndarray
     icmp_code: np.ndarray
     icmp_mtu: np.ndarray
@@ -160,6 +161,9 @@ class _Decoder:
             layer(self, rows)
         self._network(np.flatnonzero(c["l3"] >= 0))
         self._arp_fields_ok()
+        sniff = np.flatnonzero(c["payload_cap"] >= 4)
+        c["payload_head"] = _zeros(len(self.start), fill=-1)
+        c["payload_head"][sniff] = self.g.be32(c["payload_off"][sniff])
         return Packets(**c)
 
     # -- network layer ---------------------------------------------------------------------------------------

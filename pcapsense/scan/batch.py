@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pcapsense.reader.source import DEFAULT_MAX_DECOMPRESSED
-from pcapsense.scan.catalog import FAILED, Catalog, Prior, new_outcome
+from pcapsense.scan.catalog import FAILED, Catalog, new_outcome
 from pcapsense.scan.discover import Discovery, discover
 from pcapsense.scan.fleet import Capture, write_fleet_index
 from pcapsense.scan.reports import report_link, report_name
@@ -50,12 +50,6 @@ class RunStats:
     elapsed_s: float  # from the executor being ready to the last outcome
 
 
-def _known_hash(config: ScanConfig, prior: Prior | None, version: str, name: str) -> str | None:
-    if config.rescan or prior is None:
-        return None
-    return prior.reusable_hash(version, report_link(config.out_dir, name) is not None)
-
-
 def prepare(config: ScanConfig, catalog: Catalog, version: str) -> Plan:
     """Discover, record the refused entries, and plan the analyses the catalog cannot spare."""
     found = discover(config.paths)
@@ -64,13 +58,13 @@ def prepare(config: ScanConfig, catalog: Catalog, version: str) -> Plan:
     priors = catalog.priors()
     plan = Plan(found, {c.key: report_name(c.rel, c.key) for c in found.captures})
     for capture in sorted(found.captures, key=lambda c: -c.size):
-        prior = priors.get(capture.key)
-        known = _known_hash(config, prior, version, plan.names[capture.key])
-        if known is not None and prior is not None and prior.same_stat(capture.size, capture.mtime):
+        name = plan.names[capture.key]
+        prior = None if config.rescan else priors.get(capture.key)
+        known = prior.reusable_hash(version, report_link(config.out_dir, name) is not None) if prior else None
+        if prior is not None and known is not None and prior.same_stat(capture.size, capture.mtime):
             plan.skipped += 1
             continue
-        plan.tasks.append(Task(capture.path, capture.key, plan.names[capture.key], str(config.out_dir), known,
-                               config.max_decompressed))
+        plan.tasks.append(Task(capture.path, capture.key, name, str(config.out_dir), known, config.max_decompressed))
         plan.sizes[capture.key] = capture.size
     return plan
 
@@ -103,7 +97,6 @@ def index(config: ScanConfig, catalog: Catalog, plan: Plan) -> tuple[Path, Count
     for finding in findings:
         by_capture[finding["path"]].append(finding)
     labels = {entry.key: entry.rel for entry in (*plan.discovery.captures, *plan.discovery.refused)}
-    captures = [Capture(row, labels.get(row["path"], row["path"]), _link(config, plan, row), by_capture[row["path"]])
-                for row in rows]
+    captures = [Capture(row, labels[row["path"]], _link(config, plan, row), by_capture[row["path"]]) for row in rows]
     captures.sort(key=lambda c: c.label)
     return write_fleet_index(config.out_dir, captures), Counter(row["status"] for row in rows)

@@ -55,6 +55,8 @@ class Refused:
 
 @dataclass
 class Discovery:
+    """What a walk found: each capture and refused entry once, in walk order."""
+
     captures: list[Candidate] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
     ignored: int = 0  # regular files that are not captures

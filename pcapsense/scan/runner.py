@@ -11,6 +11,7 @@ times on its own; an existing cluster applies its own `distributed.scheduler.all
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -137,16 +138,27 @@ def run_on_dask(tasks: list[Task], client: Client, version: str,
         future.release()
 
 
+def warm_up() -> None:
+    """Import the analyzer and read the detector entry points on every worker before the first task, so start-up
+    cost is paid once, up front, rather than inflating the first captures' analyses."""
+    _detectors()
+
+
 @contextmanager
 def dask_client(workers: int, scheduler: str | None) -> Iterator[Client]:
     """A client of the cluster at `scheduler`, or of a local cluster of `workers` single-threaded processes."""
-    if scheduler:
-        with Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False) as client:
-            yield client
-        return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.CRITICAL, scheduler_kwargs={"allowed_failures": 0}) as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with contextlib.ExitStack() as stack:
+        if scheduler:
+            client = stack.enter_context(Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False))
+        else:
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                silence_logs=logging.CRITICAL, scheduler_kwargs={"allowed_failures": 0}))
+            client = stack.enter_context(Client(cluster, set_as_default=False))
+        try:
+            client.run(warm_up)
+        except Exception as exc:  # e.g. pcapsense not installed on an existing cluster's workers
+            raise PcapsenseError(f"the Dask workers cannot load pcapsense: {type(exc).__name__}: {exc}") from None
         yield client
 
 

@@ -1,0 +1,413 @@
+"""SYN flood: half-open handshakes (and unanswered SYNs) piling up on one server:port.
+
+Seed §5 ("L4 — SYN floods and port exhaustion"): a SYN flood fills the server's SYN backlog with half-open
+connections (SYN sent, ACK never completes), starving legitimate handshakes; the signature is SYN_RECV piling
+up and handshakes failing, the mitigation SYN cookies and backlog tuning. The seed's ownership table puts the
+"L4 LB, DDoS/SYN backstop" with the platform / edge team.
+
+The rule follows research-anchors §2.2:
+
+* the unit is the half-open handshake, not the SYN: SYN seen, SYN-ACK seen, no completing ACK (Wireshark
+  `tcp.completeness==3`, Zeek history `Sh` without `A`). Counting raw SYNs false-positives on busy healthy servers
+  (ntopng #8631), so a server whose handshakes complete never fires however many SYNs it gets. A half-open whose
+  server went on to send data, a pure ACK or a FIN is not counted: the server got the ACK (on a path the capture
+  does not see) and left SYN_RECV;
+* SYNs the server never answered (Zeek `S0`) are a second class: they prove nothing about the server's state, so
+  they only count as a flood when they come from many distinct sources (a spoofed or distributed flood the
+  server no longer answers, or a capture that sees only the inbound direction). SYNs answered with RST (`REJ`,
+  a closed port) are refusals, not half-opens;
+* aggregate per server:port over a sliding window as long as a half-open lives in SYN_RECV (Linux
+  `tcp_synack_retries`=5: SYN-ACK retried at 1, 3, 7, 15, 31 s, entry dropped at ~63 s), so the count in the
+  window is what sat in the SYN queue together, and compare it with the smallest standard SYN queue;
+* the server retransmitting its SYN-ACK proves it held the entry in SYN_RECV; half-opens whose SYN-ACK is never
+  retransmitted under load hint at SYN cookies (`tcp_syncookies`=1 answers statelessly once the queue overflows);
+* source diversity separates a spoofed / distributed flood from one client (or tool) whose handshakes never
+  complete. A port scan (one source, one SYN per port) never piles up on a single server:port, so it stays
+  silent here.
+
+State stays bounded and the work stays vectorised: per server:port only time-binned counters (see
+`WindowedBins`), a capped source list and capped evidence rows, all held as DataFrames that are reduced with one
+groupby when enough new rows have piled up; server:port keys beyond a cap are dropped smallest-first and the drop
+is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pcapsense.detector import CaptureContext, Detector, tunable
+from pcapsense.findings import Evidence, Finding, FlowRef, Severity, frame_filter
+
+MAX_FRAMES = 50  # evidence frames per finding
+MAX_FLOWS = 10  # FlowRefs per finding
+MAX_SOURCES = 1024  # distinct source addresses remembered per server:port; more is reported as "at least"
+MAX_KEYS = 20_000  # server:port keys tracked at once
+BIN_S = 0.1  # time resolution of the sliding window, seconds
+
+REMEDY = (
+    "Turn on SYN cookies (net.ipv4.tcp_syncookies=1) so a full SYN queue no longer drops legitimate handshakes, "
+    "size the backlog (net.ipv4.tcp_max_syn_backlog, net.core.somaxconn and the listen() backlog), and absorb or "
+    "filter the flood at the L4 load balancer / DDoS edge (SYN proxy, per-source SYN rate limits)."
+)
+OWNER = "Platform / edge team (L4 LB, DDoS/SYN backstop)"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    window_s: float = tunable(
+        63.0, source="Linux tcp_synack_retries=5: SYN-ACK retried at 1, 3, 7, 15, 31 s, SYN_RECV entry dropped at "
+                     "~63 s (Documentation/networking/ip-sysctl.rst)",
+        doc="sliding window; half-opens started within it sat in the SYN queue at the same time")
+    min_half_open: int = tunable(
+        128, source="Linux tcp_max_syn_backlog minimum of 128 (ip-sysctl.rst) and the pre-5.4 net.core.somaxconn "
+                    "default of 128: the smallest standard SYN queue",
+        doc="half-open handshakes to one server:port within the window that make a flood")
+    min_unanswered: int = tunable(
+        128, source="same smallest standard SYN queue (tcp_max_syn_backlog minimum / old somaxconn, 128)",
+        doc="SYNs to one server:port the server never answered, within the window, that make a flood "
+            "(only together with min_sources)")
+    min_sources: int = tunable(
+        25, source="pcapsense choice, on the scale of Zeek policy/misc/scan.zeek's 25-host address-scan threshold",
+        doc="distinct source addresses that make the flood spoofed or distributed rather than one client; "
+            "unanswered SYNs need this many sources to count as a flood at all")
+
+
+class Accumulator:
+    """Rows of a DataFrame that pile up batch by batch and are reduced, vectorised, once enough are pending.
+
+    `reduce` maps the concatenation of the reduced state and the pending rows to the new reduced state (a
+    groupby-sum, a per-key head, ...); it must be idempotent, so reducing early or late gives the same result.
+    """
+
+    def __init__(self, reduce: Callable[[pd.DataFrame], pd.DataFrame], pending_limit: int = 200_000) -> None:
+        self.reduce = reduce
+        self.pending_limit = pending_limit
+        self.parts: list[pd.DataFrame] = []
+        self.pending = 0
+
+    def add(self, rows: pd.DataFrame) -> bool:
+        """Queue rows; True when this call reduced the state."""
+        self.parts.append(rows)
+        self.pending += len(rows)
+        if self.pending < self.pending_limit:
+            return False
+        self.frame()
+        return True
+
+    def frame(self) -> pd.DataFrame | None:
+        """The reduced state (None before any row arrived)."""
+        if len(self.parts) > 1 or self.pending:
+            self.parts = [self.reduce(pd.concat(self.parts, ignore_index=True))]
+            self.pending = 0
+        return self.parts[0] if self.parts else None
+
+    def keep(self, mask: Callable[[pd.DataFrame], np.ndarray]) -> None:
+        """Reduce, then keep only the rows where `mask(frame)` holds."""
+        frame = self.frame()
+        if frame is not None:
+            self.parts = [frame[mask(frame)].reset_index(drop=True)]
+
+
+def sum_by(columns: list[str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """Sum every other column per key (counters)."""
+    return lambda df: df.groupby(columns, sort=False, as_index=False).sum()
+
+
+def head_by(columns: str | list[str], n: int, order: list[str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """Keep the first `n` rows per key after sorting by `order` (capped evidence)."""
+    return lambda df: df.sort_values(order, kind="stable").groupby(columns, sort=False).head(n)
+
+
+class KeyIds:
+    """Stable int64 ids for composite keys (server:port, client -> server:port), so that every later reduction
+    groups on one integer column instead of several object ones. Forgotten keys give their id up for good."""
+
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = columns
+        self.ids: dict[tuple[object, ...], int] = {}
+        self.keys: dict[int, tuple[object, ...]] = {}
+        self.next_id = 0
+
+    def encode(self, df: pd.DataFrame) -> np.ndarray:
+        codes, uniques = pd.MultiIndex.from_frame(df[self.columns]).factorize()
+        ids = np.fromiter((self._id(key) for key in uniques), dtype=np.int64, count=len(uniques))
+        return ids[codes]
+
+    def _id(self, key: tuple[object, ...]) -> int:
+        found = self.ids.get(key)
+        if found is None:
+            found = self.ids[key] = self.next_id
+            self.keys[found] = key
+            self.next_id += 1
+        return found
+
+    def key(self, kid: int) -> tuple[object, ...]:
+        return self.keys[kid]
+
+    def forget(self, kids: np.ndarray) -> None:
+        for kid in kids.tolist():
+            self.ids.pop(self.keys.pop(kid))
+
+
+@dataclass(frozen=True)
+class Rank:
+    """How windows are compared (a window's score is its channel sums @ `weights`) and which channels' events
+    delimit the reported window."""
+
+    weights: tuple[int, ...]
+    span: tuple[str, ...]
+
+
+@dataclass
+class WindowedBins:
+    """Per-key event counts in fixed time bins, and per key the busiest sliding window of a given length.
+
+    Flow records leave the flow table out of time order (when they close, idle out or are evicted), so a running
+    window cannot be kept: counts go into (key id, bin) rows, and windows are evaluated for all keys at once with
+    one sort and one cumulative sum. Memory is bounded twice: beyond `max_keys` keys the ones with the least
+    `weight` are dropped (the caller is told which, to forget them too), and beyond `max_rows` rows every key's
+    best window so far is kept aside and bins older than two windows before the newest are folded away (a record
+    arriving later for a folded bin is still counted, in a fresh bin); if every key is busy right now, the
+    quieter half of the keys goes.
+    """
+
+    channels: tuple[str, ...]
+    bin_s: float
+    window_s: float
+    ranks: dict[str, Rank]
+    weight: tuple[str, ...]  # channels whose total decides which keys to drop first
+    max_keys: int
+    max_rows: int = 500_000
+    dropped_keys: int = 0
+    bins: Accumulator = field(init=False)
+    totals: Accumulator = field(init=False)
+    best: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.bins = Accumulator(sum_by(["kid", "bin"]))
+        self.totals = Accumulator(sum_by(["kid"]))
+
+    @property
+    def width(self) -> int:
+        return max(1, round(self.window_s / self.bin_s))
+
+    def add(self, kids: np.ndarray, times: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Add one row of channel counts per event (`kids`: key ids, `times`: seconds). Returns the ids of the
+        keys dropped to respect the bounds (usually none)."""
+        rows = pd.DataFrame(counts, columns=list(self.channels)).assign(
+            kid=kids, bin=np.floor(times / self.bin_s).astype(np.int64))
+        rows = sum_by(["kid", "bin"])(rows)
+        self.totals.add(rows.drop(columns="bin"))
+        if not self.bins.add(rows):
+            return np.zeros(0, dtype=np.int64)
+        dropped = [self._bound_keys(self.max_keys)]
+        if len(self.bins.frame()) > self.max_rows:  # type: ignore[arg-type]
+            self._fold()
+        if len(self.bins.frame()) > self.max_rows:  # type: ignore[arg-type]
+            dropped.append(self._bound_keys(len(self.totals.frame()) - 1))  # type: ignore[arg-type]
+        return np.concatenate(dropped)
+
+    def _bound_keys(self, limit: int) -> np.ndarray:
+        """Beyond `limit` keys, keep the busiest `limit // 2` by `weight` and forget the others."""
+        totals = self.totals.frame()
+        if totals is None or len(totals) <= limit:
+            return np.zeros(0, dtype=np.int64)
+        order = np.argsort(-totals[list(self.weight)].sum(axis=1).to_numpy(), kind="stable")
+        dropped = totals["kid"].to_numpy()[order[limit // 2 :]]
+        for acc in (self.bins, self.totals):
+            acc.keep(lambda f: ~np.isin(f["kid"].to_numpy(), dropped))
+        self.best = {rank: best[~np.isin(best["kid"].to_numpy(), dropped)] for rank, best in self.best.items()}
+        self.dropped_keys += len(dropped)
+        return dropped
+
+    def _fold(self) -> None:
+        self.best = {rank: self.peaks(rank) for rank in self.ranks}
+        newest = self.bins.frame()["bin"].max()  # type: ignore[index]
+        self.bins.keep(lambda f: (f["bin"] > newest - 2 * self.width).to_numpy())
+
+    def peaks(self, rank: str) -> pd.DataFrame:
+        """Per key, the window with the highest score for `rank`: `kid`, `score`, the channel sums of that
+        window and its `start`/`end` in seconds (as the rank's span channels delimit it)."""
+        frame = self.bins.frame()
+        columns = ["kid", "score", *self.channels, "start", "end"]
+        if frame is None or not len(frame):
+            return self.best.get(rank, pd.DataFrame(columns=columns))
+        f = frame.sort_values(["kid", "bin"], kind="stable").reset_index(drop=True)
+        kid, bins = f["kid"].to_numpy(), f["bin"].to_numpy()
+        rel = bins - bins.min()
+        pos = (np.r_[0, np.cumsum(kid[1:] != kid[:-1])]) * (int(rel.max()) + self.width + 1) + rel  # keys apart
+        mat = f[list(self.channels)].to_numpy(np.int64)
+        cum = np.vstack([np.zeros((1, mat.shape[1]), dtype=np.int64), np.cumsum(mat, axis=0)])
+        n = len(f)
+        start = np.searchsorted(pos, pos - self.width + 1)
+        sums = cum[1:] - cum[start]
+        spec = self.ranks[rank]
+        score = sums @ np.array(spec.weights)
+        order = np.lexsort((-score, kid))  # per key: best score first, earliest window on ties
+        top = order[np.r_[True, kid[order][1:] != kid[order][:-1]]]
+        # the window as the span channels delimit it: first/last bin inside it where they counted something
+        active = mat[:, np.isin(self.channels, spec.span)].any(axis=1)
+        idx = np.arange(n)
+        last_active = np.maximum.accumulate(np.where(active, idx, -1))
+        next_active = np.minimum.accumulate(np.where(active, idx, n)[::-1])[::-1]
+        lo = np.where(next_active[start[top]] <= top, next_active[start[top]], top)
+        hi = np.where(last_active[top] >= start[top], last_active[top], top)
+        result = pd.DataFrame(sums[top], columns=list(self.channels)).assign(
+            kid=kid[top], score=score[top], start=np.round(bins[lo] * self.bin_s, 6),
+            end=np.round((bins[hi] + 1) * self.bin_s, 6))
+        if rank in self.best and len(self.best[rank]):
+            both = pd.concat([self.best[rank], result], ignore_index=True)
+            result = both.sort_values("score", ascending=False, kind="stable").drop_duplicates("kid")
+        return result[columns].reset_index(drop=True)
+
+    def rows(self, kid: int) -> pd.DataFrame:
+        """The (still unfolded) bins of one key, in time order."""
+        frame = self.bins.frame()
+        if frame is None:
+            return pd.DataFrame(columns=["kid", "bin", *self.channels])
+        return frame[frame["kid"] == kid].sort_values("bin")
+
+    def total(self, kid: int) -> dict[str, int]:
+        """Channel totals of one key over the whole capture."""
+        frame = self.totals.frame()
+        row = frame.loc[frame["kid"] == kid, list(self.channels)].sum()  # type: ignore[union-attr,index]
+        return {c: int(row[c]) for c in self.channels}
+
+
+CHANNELS = ("half_open", "unanswered", "refused", "completed", "retransmitted", "synack_retrans")
+RANKS = {"half_open": Rank((1, 0, 0, 0, 0, 0), ("half_open",)), "unanswered": Rank((0, 1, 0, 0, 0, 0), ("unanswered",))}
+
+
+def _cap_sources(df: pd.DataFrame) -> pd.DataFrame:
+    """Sum per (server:port, source), keep the MAX_SOURCES busiest sources per server:port and carry how many
+    distinct sources each server:port had in `distinct` (a lower bound once capped)."""
+    summed = df.groupby(["kid", "orig"], sort=False, as_index=False).agg(n=("n", "sum"), distinct=("distinct", "max"))
+    distinct = summed.groupby("kid", sort=False)["orig"].transform("size")
+    summed["distinct"] = np.maximum(summed["distinct"].to_numpy(), distinct.to_numpy())
+    return summed.sort_values("n", ascending=False, kind="stable").groupby("kid", sort=False).head(MAX_SOURCES)
+
+
+class SynFlood(Detector):
+    id = "syn-flood"
+    layer = "L4"
+    title = "SYN flood (half-open build-up)"
+    Thresholds = Thresholds
+
+    def __init__(self, thresholds: Thresholds, context: CaptureContext) -> None:
+        super().__init__(thresholds, context)
+        self.ids = KeyIds(["resp", "resp_port"])  # server:port
+        self.series = WindowedBins(CHANNELS, BIN_S, thresholds.window_s, RANKS, ("half_open", "unanswered"),
+                                   MAX_KEYS)
+        self.sources = Accumulator(_cap_sources)
+        self.evidence = Accumulator(head_by("kid", MAX_FRAMES, ["syn_frame"]))
+
+    def on_flows(self, df: pd.DataFrame) -> None:
+        tcp = df[(df["proto"] == 6) & (df["handshake"] != "none")]
+        if not len(tcp):
+            return
+        # a server that sent data, a pure ACK or a FIN got the ACK on another path: it left SYN_RECV
+        half = ((tcp["handshake"] == "half-open") & ~tcp["history"].str.contains("[daf]")).to_numpy()
+        syn_only = (tcp["handshake"] == "syn-only").to_numpy()
+        refused = syn_only & (tcp["state"] == "REJ").to_numpy()
+        retrans = tcp["synack_retrans"].to_numpy()
+        counts = np.column_stack([half, syn_only & ~refused, refused, (tcp["handshake"] == "complete").to_numpy(),
+                                  half & (retrans > 0), np.where(half, retrans, 0)]).astype(np.int64)
+        kid = self.ids.encode(tcp)
+        dropped = self.series.add(kid, tcp["syn_ts"].fillna(tcp["first_ts"]).to_numpy(), counts)
+        suspect = half | (syn_only & ~refused)
+        rows = tcp.loc[suspect, ["orig", "orig_port", "syn_frame", "synack_frame"]].assign(kid=kid[suspect])
+        self.sources.add(rows[["kid", "orig"]].assign(n=1, distinct=0))
+        self.evidence.add(rows)
+        if len(dropped):
+            for acc in (self.sources, self.evidence):
+                acc.keep(lambda f: ~np.isin(f["kid"].to_numpy(), dropped))
+            self.ids.forget(dropped)
+
+    def finish(self) -> Iterable[Finding]:
+        t = self.t
+        sources = self.sources.frame()
+        if sources is None or not len(sources):
+            return
+        n_sources = sources.groupby("kid", sort=False)["distinct"].max().rename("n_sources")
+        half = self.series.peaks("half_open").join(n_sources, on="kid").fillna({"n_sources": 0})
+        unanswered = self.series.peaks("unanswered").join(n_sources, on="kid").fillna({"n_sources": 0})
+        fired_half = half[half["score"] >= t.min_half_open].assign(kind="half_open")
+        fired_un = unanswered[(unanswered["score"] >= t.min_unanswered) & (unanswered["n_sources"] >= t.min_sources)]
+        fired_un = fired_un.assign(kind="unanswered")
+        fired = pd.concat([fired_half, fired_un]).drop_duplicates("kid")  # a half-open flood wins over its SYNs
+        for row in fired.to_dict("records"):
+            yield self._finding(row, sources)
+
+    def _finding(self, row: dict[str, object], sources: pd.DataFrame) -> Finding:
+        kid, kind = int(row["kid"]), str(row["kind"])  # type: ignore[call-overload]
+        server_raw, port_raw = self.ids.key(kid)
+        server, port = str(server_raw), int(port_raw)  # type: ignore[call-overload]
+        counts = {c: int(row[c]) for c in CHANNELS}  # type: ignore[call-overload]
+        totals = self.series.total(kid)
+        mine = sources[sources["kid"] == kid]
+        n_sources = int(row["n_sources"])  # type: ignore[call-overload]
+        capped = n_sources > len(mine)  # busiest sources kept; the count is then a lower bound
+        top, top_n = str(mine["orig"].iloc[0]), int(mine["n"].iloc[0])
+        sources_text = f"{'at least ' if capped else ''}{n_sources} distinct source{'' if n_sources == 1 else 's'}"
+        spoofed = n_sources >= self.t.min_sources
+        who = ("a spoofed or distributed SYN flood" if spoofed else
+               f"one client or tool (top source {top} with {top_n}) whose handshakes never complete: a "
+               "single-source flood, or its ACKs are lost on the way back")
+        window = (float(row["start"]), float(row["end"]))  # type: ignore[arg-type]
+        span = window[1] - window[0]
+        target_text = f"{server}:{port}" if ":" not in server else f"[{server}]:{port}"
+        caveats: list[str] = []
+        if kind == "half_open":
+            head = (f"{target_text} holds {counts['half_open']} half-open handshakes (SYN answered by SYN-ACK, "
+                    f"never ACKed) started within {span:.1f} s, from {sources_text} — {who}; ")
+            if counts["retransmitted"]:
+                proof = (f"{counts['retransmitted']} of them show SYN-ACK retransmissions, so the server held them "
+                         "in SYN_RECV (Linux keeps an entry ~63 s)")
+            else:
+                proof = ("none shows a SYN-ACK retransmission, which points to SYN cookies answering statelessly "
+                         "(tcp_syncookies) or a capture that ends within the 1 s initial retransmission timeout")
+            summary = head + proof + f"; {counts['completed']} handshakes completed in the same window."
+        else:
+            summary = (f"{target_text} received {counts['unanswered']} SYNs within {span:.1f} s from {sources_text} "
+                       "and answered none of them — a spoofed or distributed SYN flood the server no longer "
+                       "answers (its SYN queue is full and SYN cookies are off) or that the capture sees only "
+                       f"inbound; {counts['completed']} handshakes completed in the same window.")
+            if totals["completed"] == 0 and totals["half_open"] == 0:
+                caveats.append(f"No SYN-ACK from {target_text} appears anywhere in the capture: the server may be "
+                               "down or the capture may miss its direction, so its SYN queue state is unproven.")
+        if self.series.dropped_keys:
+            caveats.append(f"{self.series.dropped_keys} quieter server:port keys were dropped to bound memory.")
+        evidence = self.evidence.frame()
+        rows = evidence[evidence["kid"] == kid]  # type: ignore[index]
+        pairs = rows[["syn_frame", "synack_frame"]].to_numpy().ravel()  # each SYN next to its SYN-ACK
+        frames = sorted(int(f) for f in pairs[pairs >= 0][:MAX_FRAMES])
+        flows = [FlowRef("tcp", str(r.orig), int(r.orig_port), server, port)
+                 for r in rows.head(MAX_FLOWS).itertuples(index=False)]
+        metrics = {
+            f"{kind}_in_window": counts[kind],
+            "threshold": self.t.min_half_open if kind == "half_open" else self.t.min_unanswered,
+            "window_s": self.t.window_s,
+            "distinct_sources": n_sources,
+            "sources_capped": capped,
+            "top_source": top,
+            "top_source_count": top_n,
+            "window_counts": counts,
+            "capture_counts": totals,
+        }
+        hosts = [server] if spoofed else [server, *mine["orig"].head(5).astype(str)]
+        return Finding(
+            detector=self.id,
+            layer=self.layer,
+            severity=Severity.HIGH,
+            title=f"SYN flood on {target_text}" + (" (unanswered SYNs)" if kind == "unanswered" else ""),
+            summary=summary,
+            evidence=Evidence(frames=frames, flows=flows, hosts=hosts, window=window, metrics=metrics),
+            filter=frame_filter(frames),
+            remedy=REMEDY,
+            owner=OWNER,
+            caveats=caveats,
+        )

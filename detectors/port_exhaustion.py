@@ -38,9 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pcapsense.aggregate import Accumulator, KeyIds, Rank, WindowedBins, head_by
 from pcapsense.detector import CaptureContext, Detector, tunable
 from pcapsense.findings import Evidence, Finding, FlowRef, Severity, frame_filter
-from pcapsense_detectors.syn_flood import Accumulator, KeyIds, Rank, WindowedBins, head_by
 
 MAX_FRAMES = 50  # evidence frames per finding
 MAX_FLOWS = 10  # FlowRefs per finding

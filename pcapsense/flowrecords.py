@@ -70,12 +70,15 @@ def conn_state(history: str, proto: int) -> str:
 
 
 def handshake(history: str) -> str:
-    """complete / half-open (SYN + SYN-ACK, no completing ACK) / syn-only / none (midstream)."""
+    """complete / half-open (SYN + SYN-ACK, no completing ACK) / syn-only / none (midstream).
+
+    Data from the responder after its SYN-ACK also proves completion: it left SYN_RECV, so the completing ACK
+    reached it even if the capture missed it."""
     if "S" not in history:
         return "none"
     if "h" not in history:
         return "syn-only"
-    return "complete" if ("A" in history or "D" in history) else "half-open"
+    return "complete" if ("A" in history or "D" in history or "d" in history) else "half-open"
 
 
 def _known(values: np.ndarray) -> np.ndarray:

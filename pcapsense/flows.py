@@ -364,7 +364,8 @@ class FlowTable:
             prev_flags |= int(s["flags_or"][old, 0] | s["flags_or"][old, 1])
             boundary_row = r[b]
             s["reuse_gap_ns"][new] = int(pk.ts_ns[boundary_row]) - prev_last_ns
-            s["prev_closed"][new] = int(bool(prev_flags & (FIN | RST)))
+            # how the previous connection on this tuple ended: 2 reset (no TIME_WAIT), 1 FIN close, 0 still open
+            s["prev_closed"][new] = 2 if prev_flags & RST else int(bool(prev_flags & FIN))
             s["first_ns"][new] = pk.ts_ns[boundary_row]
             s["first_frame"][new] = pk.frame[boundary_row]
             self._supersede(old, new)

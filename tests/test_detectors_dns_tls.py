@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pcapsense_detectors.dns_failure import DnsFailure
-from pcapsense_detectors.tls_handshake_failure import TlsHandshakeFailure
 
 from pcapsense.detector import Detector, parse_overrides
 from pcapsense.engine import AnalysisOptions, analyze
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Finding, FlowRef, Severity
+from pcapsense_detectors.dns_failure import DnsFailure
+from pcapsense_detectors.tls_handshake_failure import TlsHandshakeFailure
 from sample_pcaps import build as b
 from sample_pcaps.generate import generate
 from sample_pcaps.scenarios.common import (

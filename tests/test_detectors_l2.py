@@ -13,14 +13,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pcapsense_detectors.arp_storm import ArpStorm
-from pcapsense_detectors.arp_unanswered import ArpUnanswered
 
 import pcapsense.reader.open as reader_open
 from pcapsense.detector import Detector
 from pcapsense.engine import AnalysisOptions, analyze
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Finding, Severity
+from pcapsense_detectors.arp_storm import ArpStorm
+from pcapsense_detectors.arp_unanswered import ArpUnanswered
 from sample_pcaps import build as b
 from sample_pcaps.scenarios.common import BASE_NS, Capture, Host, host, ms, sec, us
 from tests.conftest import REAL_PCAPS, TSHARK

@@ -14,13 +14,13 @@ import random
 from pathlib import Path
 
 import pytest
-from pcapsense_detectors.asymmetric_routing import AsymmetricRouting
-from pcapsense_detectors.pmtud_blackhole import PmtudBlackhole
 
 from pcapsense.detector import Detector
 from pcapsense.engine import AnalysisOptions, analyze
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Finding, Severity
+from pcapsense_detectors.asymmetric_routing import AsymmetricRouting
+from pcapsense_detectors.pmtud_blackhole import PmtudBlackhole
 from sample_pcaps import build as b
 from sample_pcaps.scenarios.common import BASE_NS, C, Capture, Host, S, TcpConn, host, ms, us
 from sample_pcaps.writer import Epb, Interface, PcapngFile, Record, Section

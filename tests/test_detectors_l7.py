@@ -19,13 +19,13 @@ from pathlib import Path
 
 import dpkt
 import pytest
-from pcapsense_detectors.slowloris import Slowloris
 
 import pcapsense.reader.open as reader_open
 from pcapsense.detector import parse_overrides
 from pcapsense.engine import AnalysisOptions, analyze
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Finding, Severity
+from pcapsense_detectors.slowloris import Slowloris
 from sample_pcaps import build as b
 from sample_pcaps.scenarios.common import BASE_NS, C, Capture, Host, S, TcpConn, host, ms, sec
 from tests.conftest import REAL_PCAPS, TSHARK

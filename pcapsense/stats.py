@@ -35,7 +35,9 @@ QUALITY_LAYERS = {  # which capture-quality problems weaken findings of which la
     "oversized": ("L3", "L4"),
     "truncated": ("DNS", "TLS", "L7", "L3"),
     "capture_loss": ("L3", "L4", "L7", "TLS"),
+    "one_sided": ("L4", "L7", "TLS"),
 }
+ONE_SIDED_RATIO = 0.1  # Zeek capture-loss.zeek raises its notice at 10% missing
 
 
 @dataclass
@@ -111,6 +113,7 @@ class TrafficStats:
         for name, count in tcp["state"].value_counts().items():
             self.tcp[f"state_{name}"] += int(count)
         self.tcp["reused_tuples"] += int(tcp["reuse_gap_s"].notna().sum())
+        self.tcp["acks_without_peer"] += int(tcp["ack_no_peer_o"].sum() + tcp["ack_no_peer_r"].sum())
         for name, count in records["end_reason"].value_counts().items():
             self.flows[f"ended_{name.replace('-', '_')}"] += int(count)
 
@@ -167,6 +170,11 @@ class TrafficStats:
             problems["capture_loss"] = (f"{self.tcp['acked_unseen']} ACKs acknowledge data the capture never saw "
                                         f"({100 * self.tcp['acked_unseen'] / acks:.1f}% of ACKs): capture loss or "
                                         "a one-sided capture point")
+        without_peer = self.tcp["acks_without_peer"]
+        if without_peer / acks >= ONE_SIDED_RATIO:
+            problems["one_sided"] = (f"{without_peer} ACK-bearing packets ({100 * without_peer / acks:.0f}%) belong "
+                                     "to connections whose other direction the capture never saw: a one-sided "
+                                     "capture point (or asymmetric routing, see L3)")
         return problems
 
     def caveats_for(self, finding: Finding) -> list[str]:
@@ -188,5 +196,6 @@ class TrafficStats:
             "dns": dict(self.dns) | {"unanswered": unanswered},
             "capture_quality": dict(self.quality) | {
                 "mirrored_duplicates": self.tcp["mirrored_duplicates"], "acked_unseen": self.tcp["acked_unseen"],
+                "acks_without_peer": self.tcp["acks_without_peer"],
             },
         }

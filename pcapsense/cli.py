@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +20,8 @@ from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Severity
 from pcapsense.flows import FlowLimits
 from pcapsense.output import terminal
+from pcapsense.output.jsondoc import dumps
+from pcapsense.report import check_report_dir, default_report_dir, write_report
 
 EXIT_OK, EXIT_FAIL_ON, EXIT_INPUT = 0, 1, 2
 SEVERITIES = [str(s) for s in Severity]
@@ -65,14 +68,19 @@ def _size_of(path: str) -> int | None:
 @click.option("--set", "settings", multiple=True, metavar="DETECTOR.FIELD=VALUE",
               help="Override a detector threshold (repeatable), e.g. syn-flood.min_half_open=500.")
 @click.option("--no-report", is_flag=True, help="Do not write the HTML report (pure JSON/terminal runs).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report directory (default reports/<capture-name>; with several captures, one subdirectory each).")
+@click.option("--force", is_flag=True, help="Overwrite an existing report directory.")
+@click.option("--extract-evidence", is_flag=True,
+              help="Write evidence/<detector>-<n>.pcap holding each finding's frames.")
 @click.option("--max-flows", type=click.IntRange(min=1000), default=FlowLimits.max_flows, show_default=True,
               help="Hard cap on tracked flows; beyond it flows are evicted (half-open first) and counted.")
 @click.option("--max-decompressed", type=click.IntRange(min=1), default=64 * 2**30, show_default=True,
               help="Cap on bytes decompressed from a .gz/.bz2/.xz capture.")
 def analyze_cmd(captures: tuple[str, ...], fmt: str, fail_on: str | None, quiet: bool, settings: tuple[str, ...],
-                no_report: bool, max_flows: int, max_decompressed: int) -> None:
-    """Analyse one or more captures (pcap/pcapng, optionally compressed; `-` reads stdin)."""
-    del no_report  # the HTML report is not produced by this version; the flag is accepted for scripted use
+                no_report: bool, output: Path | None, force: bool, extract_evidence: bool, max_flows: int,
+                max_decompressed: int) -> None:
+    """Analyse one or more captures (pcap/pcapng, optionally compressed; `-` reads stdin) and write a report."""
     try:
         registry = load_detectors()
         overrides = parse_overrides(settings, registry)
@@ -80,11 +88,23 @@ def analyze_cmd(captures: tuple[str, ...], fmt: str, fail_on: str | None, quiet:
         click.echo(f"pcapsense: {exc}", err=True)
         sys.exit(EXIT_INPUT)
     options = AnalysisOptions(overrides=overrides, limits=FlowLimits(max_flows=max_flows),
-                              max_decompressed=max_decompressed)
+                              max_decompressed=max_decompressed, series=not no_report)
     results: list[AnalysisResult] = []
     failed = False
     for path in captures:
-        result = _analyze_one(path, options, quiet)
+        out_dir = None if no_report else _report_dir(path, output, len(captures))
+        try:
+            if out_dir is not None:
+                check_report_dir(out_dir, force=force)  # refuse before a long analysis, not after it
+            result = _analyze_one(path, options, quiet)
+            if result is not None and out_dir is not None:
+                written = write_report(result, out_dir, capture_path=path, force=force,
+                                       extract_evidence=extract_evidence, max_decompressed=max_decompressed)
+                if not quiet:
+                    click.echo(f"report: {written / 'index.html'}", err=True)
+        except PcapsenseError as exc:
+            click.echo(str(exc), err=True)
+            result = None
         if result is None:
             failed = True
             continue
@@ -93,7 +113,7 @@ def analyze_cmd(captures: tuple[str, ...], fmt: str, fail_on: str | None, quiet:
             terminal.render(result, click.echo)
     if fmt == "json":
         docs: Any = [r.to_dict() for r in results]
-        click.echo(json.dumps(docs[0] if len(captures) == 1 and docs else docs, indent=2, default=_json_default))
+        click.echo(dumps(docs[0] if len(captures) == 1 and docs else docs))
     if failed:
         sys.exit(EXIT_INPUT)
     if fail_on is not None:
@@ -101,6 +121,12 @@ def analyze_cmd(captures: tuple[str, ...], fmt: str, fail_on: str | None, quiet:
         if any(f.severity >= bar for r in results for f in r.findings):
             sys.exit(EXIT_FAIL_ON)
     sys.exit(EXIT_OK)
+
+
+def _report_dir(path: str, output: Path | None, count: int) -> Path:
+    if output is None:
+        return default_report_dir(path)
+    return output / default_report_dir(path).name if count > 1 else output
 
 
 def _analyze_one(path: str, options: AnalysisOptions, quiet: bool) -> AnalysisResult | None:
@@ -122,12 +148,6 @@ def _analyze_one(path: str, options: AnalysisOptions, quiet: bool) -> AnalysisRe
         click.echo(f"{result.capture['path']}: record #{fault['record']} at byte offset {fault['offset']}: "
                    f"{fault['message']} (partial analysis: results cover the records before it)", err=True)
     return result
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 @main.command("detectors")

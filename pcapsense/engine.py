@@ -26,6 +26,7 @@ from pcapsense.ladder import Rung, build_ladder
 from pcapsense.reader import open_capture
 from pcapsense.reader.source import DEFAULT_MAX_DECOMPRESSED
 from pcapsense.stats import TrafficStats
+from pcapsense.timeline import Timeline
 
 Progress = Callable[[int, int, float], None]  # (bytes consumed, packets, seconds elapsed)
 
@@ -36,6 +37,7 @@ class AnalysisOptions:
     limits: FlowLimits = field(default_factory=FlowLimits)
     max_decompressed: int = DEFAULT_MAX_DECOMPRESSED
     registry: dict[str, type[Detector]] | None = None  # detectors to run; None = every installed one
+    series: bool = True  # collect the health figures the HTML report plots (off for pure JSON runs)
 
 
 @dataclass
@@ -46,7 +48,7 @@ class AnalysisResult:
     ladder: list[Rung]
     narrative: str
     detectors: list[str]
-    flow_sample: pd.DataFrame | None = None
+    series: dict[str, Any] = field(default_factory=dict)  # per-layer health figures for the report
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +120,7 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
     table = FlowTable(options.limits)
     streams = StreamBuilder()
     stats = TrafficStats()
+    timeline = Timeline() if options.series else None
     detectors: list[Detector] = []
     dispatch = _Dispatch([])
     context_ready = False
@@ -135,13 +138,21 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
             row_of = np.full(len(pk), -1, dtype=np.int64)
             row_of[info.rows] = np.arange(len(info.rows))
             stats.add_batch(pk, info)
+            if timeline is not None:
+                timeline.add_batch(pk, info)
             for name in ("arp", "broadcast", "ndp", "icmp_errors", "tcp_retransmissions", "tls", "http"):
-                if dispatch.wants(name):
-                    dispatch.queue(name, streams.build(name, pk, info, row_of))
+                plotted = timeline is not None and name in timeline.wants
+                if dispatch.wants(name) or plotted:
+                    frame = streams.build(name, pk, info, row_of)
+                    if plotted:
+                        timeline.add_stream(name, frame)
+                    dispatch.queue(name, frame)
             dns = streams.build("dns", pk, info, row_of)
             stats.add_dns(dns)
+            if timeline is not None:
+                timeline.add_stream("dns", dns)
             dispatch.queue("dns", dns)
-            _emit_flows(table.expire(), stats, streams, dispatch)
+            _emit_flows(table.expire(), stats, streams, dispatch, timeline)
             dispatch.batch_done()
             if progress is not None:
                 progress(reader.chunks.base, stats.packets, time.monotonic() - started)
@@ -152,21 +163,24 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
                                  len(reader.interfaces))
         detectors = instantiate(registry, options.overrides, context)
         dispatch = _Dispatch(detectors)
-    _emit_flows(table.drain(), stats, streams, dispatch)
+    _emit_flows(table.drain(), stats, streams, dispatch, timeline)
     dispatch.flush()
     findings = _collect(detectors, stats)
     capture = _capture_facts(opened.source, reader, stats)
     stats_dict = stats.to_dict(table.stats, streams.malformed, options.limits)
     stats_dict["elapsed_s"] = round(time.monotonic() - started, 3)
     ladder, narrative = build_ladder(findings, stats.observed())
-    return AnalysisResult(capture, stats_dict, findings, ladder, narrative, sorted(registry))
+    series = timeline.to_dict() if timeline is not None else {}
+    return AnalysisResult(capture, stats_dict, findings, ladder, narrative, sorted(registry), series)
 
 
 def _emit_flows(records: pd.DataFrame | None, stats: TrafficStats, streams: StreamBuilder,
-                dispatch: _Dispatch) -> None:
+                dispatch: _Dispatch, timeline: Timeline | None) -> None:
     if records is None or not len(records):
         return
     stats.add_flows(records)
+    if timeline is not None:
+        timeline.add_flows(records)
     streams.forget(records["conn_id"].to_numpy())
     dispatch.queue("flows", records)
 

@@ -32,17 +32,20 @@ import pandas as pd
 
 from pcapsense.decode.columns import PROTO_TCP, Packets
 from pcapsense.flows import ACK, SYN, FlowInfo
+from pcapsense.stats import DNS_OUTSTANDING_CAP
 
 START_BIN_S = 0.01  # 10 ms: a 3-second storm still gets 300 bins
 MAX_BINS = 2000  # even, so bins merge in pairs
 MAX_POINTS = 2000  # points per sampled list
-MAX_KEYS = 64  # server:ports / client pairs followed at once
-MAX_PAIRS = 100_000  # client->server:port pairs counted; beyond, new pairs are counted as untracked
+MAX_KEYS = 64  # server:ports whose half-open series are followed at once
+SIZES_KEPT = 256  # distinct segment sizes reported per histogram (the most common)
+MAX_PAIRS = 100_000  # client->server:port pairs counted; beyond, the lighter half is dropped (counted as untracked)
+PAIR = ("orig", "resp", "resp_port")  # flow-record columns naming a client -> server:port pair
 SAMPLED_PAIRS = 8  # pairs whose source ports are sampled (a pair entering this top later starts its sample then)
 TOP_SERVERS = 5  # half-open series reported
+MAX_SNI = 10_000  # (server name, outcome) pairs counted; names come from packets, so their number is capped
 MAX_HASHES = 65_536  # broadcast frame hashes remembered for the duplicate test
 DUPLICATE_WINDOW_S = 0.1  # Wireshark's ARP storm period: a loop recirculates a frame within it, a retry timer not
-DNS_OUTSTANDING_CAP = 100_000  # the core's cap on queries waiting for an answer
 DNS_RTT_EDGES_MS = np.array([m * 10.0**e for e in range(-1, 5) for m in (1, 2, 5)] + [1e5])  # 0.1 ms .. 100 s, 1-2-5
 LABEL_CHARS = 120  # packet-derived labels kept per point (the report cuts further for display)
 ICMP_MTU_TYPES = ((False, 3, 4), (True, 2, 0))  # (IPv6, type, code): frag-needed, packet-too-big
@@ -289,9 +292,7 @@ class Timeline:
                                "reporter": mtu["reporter"].tolist()})
 
     def _on_tcp_retransmissions(self, df: pd.DataFrame) -> None:
-        df = df[df["kind"].isin(RETRANSMISSION_KINDS)]
-        self.bins.count("retransmissions", df["ts"].to_numpy())
-        df = df[df["payload_len"] > 0]  # SYN and SYN-ACK retries carry no segment size to plot
+        df = df[df["kind"].isin(RETRANSMISSION_KINDS) & (df["payload_len"] > 0)]  # SYN retries have no size
         if len(df):
             self.retransmissions.add({
                 "t": df["ts"].tolist(), "size": df["payload_len"].astype(int).tolist(),
@@ -304,17 +305,22 @@ class Timeline:
 
         A sampled retransmission also counts as ACKed once a segment at least as large was ACKed on its
         connection and direction (the stream's own flag only knows about ACKs in the same batch)."""
-        largest: dict[tuple[int, int], int] = {}
+        largest: dict[int, np.ndarray] = {}
         for d, suffix in enumerate(("_o", "_r")):
             sent, acked = tcp[f"max_seg{suffix}"].to_numpy(), tcp[f"max_acked_seg{suffix}"].to_numpy()
             self.largest_acked.update(acked[acked > 0].tolist())
             self.never_acked.update(sent[sent > acked].tolist())
-            largest.update(zip(zip(tcp["conn_id"].tolist(), [d] * len(tcp), strict=True), acked.tolist(),
-                               strict=True))
-        columns = self.retransmissions.columns
-        size, ok, conn, direction = (columns.index(c) for c in ("size", "acked", "conn_id", "direction"))
-        for row in self.retransmissions.rows:
-            row[ok] = row[ok] or row[size] <= largest.get((row[conn], row[direction]), -1)
+            largest[d] = acked
+        rows = self.retransmissions.rows
+        if not rows:
+            return
+        col = {c: i for i, c in enumerate(self.retransmissions.columns)}
+        conns = np.fromiter((r[col["conn_id"]] for r in rows), np.int64, len(rows))
+        ids = tcp["conn_id"].to_numpy()
+        for i in np.flatnonzero(np.isin(conns, ids)).tolist():
+            row = rows[i]
+            at = int(np.flatnonzero(ids == row[col["conn_id"]])[0])
+            row[col["acked"]] = bool(row[col["acked"]] or row[col["size"]] <= largest[row[col["direction"]]][at])
 
     # -- L4 -----------------------------------------------------------------------------------------------------
 
@@ -338,31 +344,29 @@ class Timeline:
                 self.bins.count(("half_open_end", key), group["last_ts"].to_numpy())
 
     def _source_ports(self, tcp: pd.DataFrame) -> None:
-        """Source ports over time: sampled over all connections, and for the busiest client -> server:port pairs."""
+        """Source ports over time: sampled over all connections, and for the busiest client -> server:port pairs.
+
+        Pair counts are bounded: past MAX_PAIRS pairs, the lighter half is dropped and its connections counted as
+        untracked (a busy pair keeps its count)."""
         self.all_ports.add({"t": tcp["first_ts"].tolist(), "port": tcp["orig_port"].astype(int).tolist()})
-        grouped = tcp.groupby(["orig", "resp", "resp_port"], sort=False)
-        for pair, n in grouped.size().items():
-            if pair in self.pairs or len(self.pairs) < MAX_PAIRS:
-                self.pairs[pair] += int(n)
-            else:
-                self.untracked_pairs += int(n)
-        top = {pair for pair, _ in self.pairs.most_common(SAMPLED_PAIRS)}
-        for pair in set(self.port_samples) - top:
+        self.pairs.update(tcp.groupby(list(PAIR), sort=False).size().to_dict())
+        if len(self.pairs) > MAX_PAIRS:
+            kept = dict(self.pairs.most_common(MAX_PAIRS // 2))
+            self.untracked_pairs += self.pairs.total() - sum(kept.values())
+            self.pairs = Counter(kept)
+        top = [pair for pair, _ in self.pairs.most_common(SAMPLED_PAIRS)]
+        for pair in set(self.port_samples) - set(top):
             del self.port_samples[pair]
-        for pair, group in grouped:
-            if pair in top:
-                sample = self.port_samples.setdefault(pair, _Reservoir(("t", "port"), seed=5))
-                sample.add({"t": group["first_ts"].tolist(), "port": group["orig_port"].astype(int).tolist()})
+        busy = tcp[pd.MultiIndex.from_frame(tcp[list(PAIR)]).isin(top)]
+        for pair, group in busy.groupby(list(PAIR), sort=False):
+            sample = self.port_samples.setdefault(pair, _Reservoir(("t", "port"), seed=5))
+            sample.add({"t": group["first_ts"].tolist(), "port": group["orig_port"].astype(int).tolist()})
 
     # -- DNS ----------------------------------------------------------------------------------------------------
 
     def _on_dns(self, df: pd.DataFrame) -> None:
         """Match responses to the first query of the same (client, server, id, name): what the client waited."""
         responses = df["is_response"].to_numpy(dtype=bool)
-        self.bins.count("dns_queries", df["ts"].to_numpy()[~responses])
-        self.bins.count("dns_responses", df["ts"].to_numpy()[responses])
-        errors = responses & (df["rcode"].to_numpy() != 0)
-        self.bins.count("dns_errors", df["ts"].to_numpy()[errors])
         rtt: dict[str, list[Any]] = {"t": [], "ms": [], "rcode": [], "qname": []}
         pending = self.dns_pending
         for src, dst, msg_id, qname, is_resp, rcode, ts in zip(
@@ -401,7 +405,8 @@ class Timeline:
             elif kind == "server_hello":
                 state["server_hello"] = True
             elif kind == "alert" and level == FATAL and state["alert"] is None:
-                state["alert"] = f"{name or 'unknown'} from {'server' if direction else 'client'}"
+                said = name if isinstance(name, str) else "unknown"
+                state["alert"] = f"{said} from {'server' if direction else 'client'}"
 
     def _tls_ended(self, records: pd.DataFrame, ended: np.ndarray) -> None:
         """A connection's record closes its handshake: ServerHello, fatal alert, reset or no answer."""
@@ -409,18 +414,14 @@ class Timeline:
         if not done:
             return
         reset = dict(zip(records["conn_id"].tolist(), records["history"].str.contains("[Rr]").tolist(), strict=True))
-        started: dict[str, list[float]] = {o: [] for o in TLS_OUTCOMES}
         for conn in done:
             state = self.tls_pending.pop(conn)
             outcome = _tls_outcome(state, reset[conn])
-            started[outcome].append(state["t"])
             self.tls_outcomes[outcome] += 1
             if state["alert"]:
                 self.tls_alerts[state["alert"]] += 1
-            if len(self.tls_sni) < MAX_PAIRS or (state["sni"], outcome) in self.tls_sni:
+            if len(self.tls_sni) < MAX_SNI or (state["sni"], outcome) in self.tls_sni:
                 self.tls_sni[(state["sni"], outcome)] += 1
-        for outcome, ts in started.items():
-            self.bins.count(("tls", outcome), ts)
 
     # -- L7 -----------------------------------------------------------------------------------------------------
 
@@ -446,6 +447,8 @@ class Timeline:
             self.http_requests.add(done)
 
     def _http_ended(self, records: pd.DataFrame, ended: np.ndarray) -> None:
+        """A request whose header block was still open when its connection ended never completed: it waited from
+        its first segment to the connection's last packet (a lower bound if the capture ended first)."""
         done: dict[str, list[Any]] = {c: [] for c in self.http_requests.columns}
         last = None
         for conn in ended.tolist():
@@ -471,8 +474,7 @@ class Timeline:
                    ("arp_request", "arp_reply", "ndp_solicit", "ndp_advert", "broadcast", "broadcast_duplicate")}
             | {"duplicate_window_s": DUPLICATE_WINDOW_S},
             "L3": {
-                "max_segment": b.series("max_segment"), "retransmissions_per_bin": b.series("retransmissions"),
-                "icmp_errors": b.series("icmp_errors"),
+                "max_segment": b.series("max_segment"), "icmp_errors": b.series("icmp_errors"),
                 "retransmissions": _drop(self.retransmissions.to_dict(rel), "conn_id", "direction"),
                 "icmp_mtu": self.icmp_mtu.to_dict(rel),
                 "largest_acked": _sizes(self.largest_acked), "never_acked": _sizes(self.never_acked),
@@ -489,8 +491,6 @@ class Timeline:
                 "source_ports": self._ports_dict(),
             },
             "DNS": {
-                "queries": b.series("dns_queries"), "responses": b.series("dns_responses"),
-                "errors": b.series("dns_errors"),
                 "rtt": self.dns_rtt.to_dict(rel),
                 "rtt_histogram": {"edges_ms": DNS_RTT_EDGES_MS.tolist(), "counts": self.dns_rtt_hist.tolist()},
                 "rcodes": dict(self.dns_rcodes.most_common()),
@@ -498,21 +498,17 @@ class Timeline:
             },
             "TLS": {
                 "outcomes": {o: self.tls_outcomes[o] for o in TLS_OUTCOMES},
-                "per_bin": {o: b.series(("tls", o)) for o in TLS_OUTCOMES},
                 "alerts": dict(self.tls_alerts.most_common(20)),
                 "by_sni": [{"sni": sni, "outcome": o, "count": n} for (sni, o), n in self.tls_sni.most_common(20)],
-                "open_at_end": len(self.tls_pending),
             },
-            "L7": {"requests": self.http_requests.to_dict(rel), "open_at_end": len(self.http_pending)},
+            "L7": {"requests": self.http_requests.to_dict(rel)},
         }
 
     def _ports_dict(self) -> dict[str, Any]:
-        busiest = self.pairs.most_common(3)
-        everyone = {"all": self.all_ports.to_dict(self.bins.relative), "untracked": self.untracked_pairs,
-                    "pairs": [{"client": c, "server": _endpoint(s, p), "connections": n} for (c, s, p), n in busiest]}
-        if not busiest:
+        everyone = {"all": self.all_ports.to_dict(self.bins.relative), "untracked": self.untracked_pairs}
+        if not self.pairs:
             return everyone
-        (client, server, port), connections = busiest[0]
+        (client, server, port), connections = self.pairs.most_common(1)[0]
         sample = self.port_samples.get((client, server, port))
         return everyone | {"client": client, "server": _endpoint(server, port), "connections": connections,
                            "points": sample.to_dict(self.bins.relative) if sample else None}
@@ -527,8 +523,8 @@ def _label(text: object) -> str:
 
 
 def _sizes(counter: Counter[int]) -> dict[str, int]:
-    """Segment-size counts, the most common MAX_KEYS * 4 sizes (JSON keys are strings)."""
-    return {str(size): n for size, n in sorted(counter.most_common(MAX_KEYS * 4))}
+    """Segment-size counts, the most common SIZES_KEPT sizes (JSON keys are strings)."""
+    return {str(size): n for size, n in sorted(counter.most_common(SIZES_KEPT))}
 
 
 def _drop(points: dict[str, Any], *columns: str) -> dict[str, Any]:

@@ -30,32 +30,37 @@ def test_json_document_shape(samples: Path) -> None:
 
 
 def test_multiple_captures_give_a_json_array(samples: Path) -> None:
-    proc = run("analyze", str(samples / "healthy.pcap"), str(samples / "fmt_sll.pcap"), "--format", "json", "-q")
+    proc = run("analyze", str(samples / "healthy.pcap"), str(samples / "fmt_sll.pcap"), "--format", "json", "-q",
+               "--no-report")
     docs = json.loads(proc.stdout)
     assert [Path(d["capture"]["path"]).name for d in docs] == ["healthy.pcap", "fmt_sll.pcap"]
 
 
-def test_text_summary_walks_the_ladder(samples: Path) -> None:
-    proc = run("analyze", str(samples / "healthy.pcap"))
-    assert proc.returncode == 0
+def test_text_summary_walks_the_ladder_and_writes_the_report(samples: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pcapsense", "analyze", str(samples / "healthy.pcap")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
     assert "Triage ladder (bottom-up):" in proc.stdout
     assert "the L4 handshake completes" in proc.stdout
+    assert (tmp_path / "reports" / "healthy" / "index.html").is_file()  # the default report directory
+    assert f"report: {tmp_path / 'reports' / 'healthy' / 'index.html'}" in proc.stderr
 
 
-def test_quiet_prints_nothing(samples: Path) -> None:
-    proc = run("analyze", str(samples / "healthy.pcap"), "-q")
+def test_quiet_prints_nothing(samples: Path, tmp_path: Path) -> None:
+    proc = run("analyze", str(samples / "healthy.pcap"), "-q", "-o", str(tmp_path / "r"))
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+    assert (tmp_path / "r" / "L4.html").is_file()
 
 
 def test_unknown_detector_or_field_is_a_usage_error(samples: Path) -> None:
-    proc = run("analyze", str(samples / "healthy.pcap"), "--set", "no-such-detector.x=1")
+    proc = run("analyze", str(samples / "healthy.pcap"), "--no-report", "--set", "no-such-detector.x=1")
     assert proc.returncode == 2 and "unknown detector 'no-such-detector'" in proc.stderr
-    proc = run("analyze", str(samples / "healthy.pcap"), "--set", "garbage")
+    proc = run("analyze", str(samples / "healthy.pcap"), "--no-report", "--set", "garbage")
     assert proc.returncode == 2 and "expected DETECTOR.FIELD=VALUE" in proc.stderr
     registry = load_detectors()
     if registry:
         det = next(iter(registry))
-        proc = run("analyze", str(samples / "healthy.pcap"), "--set", f"{det}.no_such_field=1")
+        proc = run("analyze", str(samples / "healthy.pcap"), "--no-report", "--set", f"{det}.no_such_field=1")
         assert proc.returncode == 2 and "has no threshold 'no_such_field'" in proc.stderr
 
 
@@ -67,6 +72,22 @@ def test_detectors_listing_matches_the_registry() -> None:
     for entry in listed:
         assert entry["layer"] in ("L2", "L3", "L4", "DNS", "TLS", "L7")
         assert all(t["source"] for t in entry["thresholds"]), entry["id"]
+
+
+def test_fail_on(samples: Path) -> None:
+    flood = str(samples / "syn_flood.pcap")
+    assert run("analyze", flood, "--no-report", "-q", "--fail-on", "high").returncode == 1
+    assert run("analyze", flood, "--no-report", "-q", "--fail-on", "critical").returncode == 0
+    assert run("analyze", str(samples / "healthy.pcap"), "--no-report", "-q", "--fail-on", "info").returncode == 0
+
+
+def test_set_changes_a_detector(samples: Path) -> None:
+    flood = str(samples / "syn_flood.pcap")
+    doc = json.loads(run("analyze", flood, "--no-report", "--format", "json").stdout)
+    assert any(f["detector"] == "syn-flood" for f in doc["findings"])
+    doc = json.loads(run("analyze", flood, "--no-report", "--format", "json",
+                         "--set", "syn-flood.min_half_open=100000", "--set", "syn-flood.min_unanswered=100000").stdout)
+    assert not any(f["detector"] == "syn-flood" for f in doc["findings"])
 
 
 def test_module_entry_point_and_version() -> None:

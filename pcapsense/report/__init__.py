@@ -23,16 +23,17 @@ from plotly.offline import get_plotlyjs
 
 from pcapsense.engine import AnalysisResult
 from pcapsense.findings import LAYERS
+from pcapsense.reader.source import DEFAULT_MAX_DECOMPRESSED
 from pcapsense.report import exports, pages
 from pcapsense.report.charts import charts_for
 from pcapsense.report.evidence import extract
-from pcapsense.report.outdir import OutputDir, ReportExistsError, UnsafePathError, capture_stem
+from pcapsense.report.outdir import OutputDir, ReportExistsError, UnsafePathError, capture_stem, check_report_dir
 from pcapsense.report.wireshark import dissect
 
 REPORTS_ROOT = Path("reports")
 ASSETS = ("report.css", "report.js")
 
-__all__ = ["ReportExistsError", "UnsafePathError", "default_report_dir", "write_report"]
+__all__ = ["ReportExistsError", "UnsafePathError", "check_report_dir", "default_report_dir", "write_report"]
 
 
 def default_report_dir(capture_path: str | None) -> Path:
@@ -41,16 +42,18 @@ def default_report_dir(capture_path: str | None) -> Path:
 
 
 def write_report(result: AnalysisResult, out_dir: Path, *, capture_path: str | None, force: bool = False,
-                 extract_evidence: bool = False) -> Path:
+                 extract_evidence: bool = False, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> Path:
     """Write the report into `out_dir` and return its resolved path.
 
     Refuses (ReportExistsError) when `out_dir` exists and is not empty unless `force`; with `force` it
     overwrites its own files and leaves any others alone. `capture_path` is what was analysed ("-" or None for
-    stdin): evidence extraction and tshark's dissection read it again.
+    stdin): evidence extraction (under the same decompression cap as the analysis) and tshark's dissection read
+    it again.
     """
     out = OutputDir(out_dir, force=force)
-    series = getattr(result, "series", None) or {}
-    evidence = extract(result.findings, result.capture, capture_path, out) if extract_evidence else None
+    series = result.series
+    evidence = (extract(result.findings, result.capture, capture_path, out, max_decompressed)
+                if extract_evidence else None)
     dissection = dissect(result.findings, capture_path, result.capture.get("compression"))
     out.write("plotly.min.js", get_plotlyjs())
     assets = files("pcapsense.report")

@@ -25,12 +25,12 @@ import plotly.io as pio
 from pcapsense.findings import Finding
 from pcapsense.report.safety import esc, label
 
-BLUE, GREEN, RED, ORANGE, PURPLE, GREY, TEAL = "#2563eb", "#16a34a", "#dc2626", "#ea580c", "#7c3aed", "#6b7280", \
-    "#0d9488"
+BLUE, GREEN, RED, ORANGE = "#2563eb", "#16a34a", "#dc2626", "#ea580c"
+PURPLE, GREY, TEAL = "#7c3aed", "#6b7280", "#0d9488"
 SERVER_COLOURS = (BLUE, ORANGE, PURPLE, TEAL, GREY)
 WINDOW_FILL = "rgba(220, 38, 38, 0.07)"
-WINDOW_SHADE_SHARE = 0.8
-DISPLAY_BINS = 400
+WINDOW_SHADE_SHARE = 0.8  # a finding window longer than this share of the capture is not shaded
+DISPLAY_BINS = 400  # time bins drawn at most; neighbouring bins are merged beyond
 FONT = "-apple-system, BlinkMacSystemFont, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 TIME_AXIS = "seconds since the first packet"
 EPHEMERAL_RANGES = (  # (low, high, name): where an OS picks client source ports
@@ -39,8 +39,8 @@ EPHEMERAL_RANGES = (  # (low, high, name): where an OS picks client source ports
 )
 RCODE_COLOURS = {"NOERROR": GREEN, "NXDOMAIN": ORANGE, "no answer": GREY}
 TLS_COLOURS = {"ServerHello": GREEN, "fatal alert": RED, "reset": ORANGE, "no answer": GREY}
-TOP_SNI = 10
-CAPTION_LIMIT = 1200
+TOP_SNI = 10  # server names in the outcomes-by-SNI chart
+CAPTION_LIMIT = 1200  # characters of a caption (they quote alert names and endpoints)
 HEADER = 40  # IPv4 + TCP header bytes without options: path MTU = largest segment + HEADER
 
 
@@ -109,8 +109,9 @@ def _figure(traces: list[go.BaseTraceType], *, y: str, x: str = TIME_AXIS, shape
         font={"family": FONT, "size": 12, "color": "#1f2933"}, paper_bgcolor="white", plot_bgcolor="white",
         legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 11}},
         showlegend=len(traces) > 1, hovermode="closest", shapes=shapes or [],
-        xaxis={"title": {"text": esc(x)}, "gridcolor": "#eef0f3", "zeroline": False},
-        yaxis={"title": {"text": esc(y)}, "gridcolor": "#eef0f3", "zeroline": False, "rangemode": "tozero"},
+        xaxis={"title": {"text": esc(x)}, "gridcolor": "#eef0f3", "zeroline": False, "automargin": True},
+        yaxis={"title": {"text": esc(y)}, "gridcolor": "#eef0f3", "zeroline": False, "rangemode": "tozero",
+               "automargin": True},
     )
     if empty:
         fig.add_annotation(text=esc(empty), xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
@@ -285,17 +286,36 @@ def l4_source_ports(ctx: _Context) -> tuple[str, str, go.Figure]:
     sample = f" Showing {len(points['t'])} of {points['total']}." if points.get("omitted") else ""
     busiest = (f"Busiest client -> server:port in blue: {who} ({ports['connections']} connections).{sample} "
                if busy else "No client opened more than one connection to the same server:port. ")
+    if ports["untracked"]:
+        busiest += f"{ports['untracked']} connections of rarely seen pairs were not followed. "
     return ("Source ports of new connections against the ephemeral range",
             busiest + "Port exhaustion sweeps the whole ephemeral range quickly and wraps around; a pooled client "
             "reuses a few ports.",
-            _figure(traces, y="client source port", shapes=shapes, annotations=annotations, yaxis_range=[0, 65535],
+            _figure(traces, y="client source port", shapes=shapes, annotations=annotations,
+                    yaxis_range=_port_range(everyone["port"]),
                     empty=None if everyone["t"] else "no TCP connections in this capture"))
+
+
+def _port_range(ports: list[int]) -> list[float]:
+    """The ports in use with some room, so a sweep through a narrow range stays visible (0-65535 when none)."""
+    if not ports:
+        return [0, 65535]
+    lo, hi = min(ports), max(ports)
+    pad = max((hi - lo) * 0.08, 200)
+    return [max(lo - pad, 0), min(hi + pad, 65535)]
 
 
 # -- DNS ---------------------------------------------------------------------------------------------------------
 
 def _ms(value: float) -> str:
     return f"{value:g} ms" if value < 1000 else f"{value / 1000:g} s"
+
+
+def _span(lo: float, hi: float) -> str:
+    """A bucket as `1-2 ms`, `500 ms-1 s` or `1-2 s`."""
+    if hi < 1000:
+        return f"{lo:g}-{hi:g} ms"
+    return f"{lo / 1000:g}-{hi / 1000:g} s" if lo >= 1000 else f"{_ms(lo)}-{_ms(hi)}"
 
 
 def _rtt_colour(upper_ms: float) -> str:
@@ -306,7 +326,7 @@ def _rtt_colour(upper_ms: float) -> str:
 def dns_response_times(ctx: _Context) -> tuple[str, str, go.Figure]:
     hist = ctx.s["DNS"]["rtt_histogram"]
     edges, counts = hist["edges_ms"], hist["counts"]
-    names = [f"< {_ms(edges[0])}", *(f"{_ms(lo)}-{_ms(hi)}" for lo, hi in pairwise(edges)), f">= {_ms(edges[-1])}"]
+    names = [f"< {_ms(edges[0])}", *(_span(lo, hi) for lo, hi in pairwise(edges)), f">= {_ms(edges[-1])}"]
     used = [i for i, n in enumerate(counts) if n]
     lo, hi = (max(used[0] - 1, 0), min(used[-1] + 2, len(counts))) if used else (0, 0)
     uppers = [*edges, float("inf")]  # bucket i holds answers below uppers[i]
@@ -421,7 +441,7 @@ def l7_headers(ctx: _Context) -> tuple[str, str, go.Figure]:
             "Seconds from a request's first segment to the one that ends its header block. Slowloris holds "
             "connections open with headers that never complete: red crosses that stay open for tens of seconds."
             + sample,
-            _figure(traces, y="seconds to complete the header block", shapes=ctx.windows("L7"),
+            _figure(traces, y="seconds to complete the header block", shapes=ctx.windows("L7"), yaxis_tickformat="~g",
                     empty=None if traces else "no HTTP/1 requests in this capture"))
 
 

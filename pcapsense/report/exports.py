@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-from typing import Any
 
 from pcapsense.engine import AnalysisResult
+from pcapsense.output.jsondoc import dumps
 from pcapsense.report.evidence import EvidenceFile
 from pcapsense.report.facts import utc
 
@@ -24,14 +23,7 @@ COLUMNS = ("number", "detector", "layer", "severity", "title", "summary", "owner
 
 
 def findings_json(result: AnalysisResult) -> str:
-    return json.dumps(result.to_dict(), indent=2, default=_plain) + "\n"
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars in detector metrics become Python numbers."""
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    return dumps(result.to_dict()) + "\n"
 
 
 def findings_csv(result: AnalysisResult, evidence: list[EvidenceFile] | None) -> str:

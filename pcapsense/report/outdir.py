@@ -43,17 +43,23 @@ def capture_stem(capture_path: str | None) -> str:
     return safe_name(name, "capture")
 
 
+def check_report_dir(path: Path, *, force: bool) -> None:
+    """Raise ReportExistsError if a report could not be written to `path`; changes nothing (the CLI calls it
+    before a long analysis, so a refusal comes first, not last)."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise ReportExistsError(f"{path}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise ReportExistsError(f"{path}: report directory exists and is not empty (use --force to overwrite)")
+
+
 class OutputDir:
     """A directory the report owns; `write` refuses anything that would land outside it."""
 
     def __init__(self, path: Path, *, force: bool) -> None:
-        path = Path(path)
-        if path.is_symlink() or (path.exists() and not path.is_dir()):
-            raise ReportExistsError(f"{path}: exists and is not a directory")
-        if path.is_dir() and any(path.iterdir()) and not force:
-            raise ReportExistsError(f"{path}: report directory exists and is not empty (use --force to overwrite)")
-        path.mkdir(parents=True, exist_ok=True)
-        self.root = path.resolve()
+        check_report_dir(path, force=force)
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.root = Path(path).resolve()
 
     def path(self, relative: str) -> Path:
         """The absolute path of `relative` inside the directory; parents are created, symlinks refused."""

@@ -1,10 +1,11 @@
 """The report's pages as HTML: the index (ladder, narrative, findings by layer, capture facts) and one page per rung.
 
 Templates are plain functions. Every value that did not come from this module's own literals goes through
-`esc` (safety.py) on its way in, so packet data can only ever be text; the figures travel as JSON inside
-`<script type="application/json">` blocks, which the browser never executes (and plotly's serialiser escapes
-`<`, `>` and `/` in them). A Content-Security-Policy forbids every network load, so the report works offline
-and cannot leak that it was opened.
+`esc` (safety.py) on its way in, so packet data can only ever be text (a Chart's title and caption arrive
+escaped by charts.py); the figures travel as JSON inside `<script type="application/json">` blocks, which the
+browser never executes (and plotly's serialiser escapes `<`, `>` and `/` in them, so none can close the block).
+A Content-Security-Policy forbids every network load, so the report works offline and cannot leak that it was
+opened.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def layout(page: str, title: str, body: str, result: AnalysisResult) -> str:
         + f"{'Overview' if key == 'index' else key}</a>"
         for key in ("index", *LAYERS))
     cap = result.capture
+    fault = cap.get("fault")
+    partial = (f'<p class="partial"><strong>Partial analysis:</strong> reading stopped at record '
+               f'#{esc(fault["record"])} (byte offset {esc(fault["offset"])}): {esc(fault["message"])}. Results '
+               "cover the records before it.</p>") if fault else ""
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -77,7 +82,7 @@ def layout(page: str, title: str, body: str, result: AnalysisResult) -> str:
 </div>
 </header>
 <main>
-{body}
+{partial}{body}
 </main>
 <footer>pcapsense {esc(__version__)} &middot; offline report: no network access &middot; frame numbers are
 Wireshark's &middot; <a href="findings.json">findings.json</a> &middot; <a href="findings.csv">findings.csv</a></footer>
@@ -108,7 +113,8 @@ def numbered(result: AnalysisResult, layer: str) -> list[tuple[int, Finding]]:
 
 
 def index_page(result: AnalysisResult, charts: list[Chart]) -> str:
-    rungs = "".join(_rung(r) for r in result.ladder)
+    fault = next((i for i, r in enumerate(result.ladder) if r.status == "broken"), len(result.ladder))
+    rungs = "".join(_rung(r, above_fault=i > fault) for i, r in enumerate(result.ladder))
     by_layer = [(layer, numbered(result, layer)) for layer in LAYERS]
     findings = "".join(
         f'<div class="layer-group"><h3><a href="{PAGE[layer]}">{layer} &middot; {esc(LAYER_INFO[layer][0])}</a>'
@@ -124,7 +130,7 @@ def index_page(result: AnalysisResult, charts: list[Chart]) -> str:
 <div class="hero-head"><h1>Triage ladder</h1>
 <p class="sub">Walked bottom-up: a rung is trusted only once the one below it is proven healthy.</p></div>
 <ol class="ladder">{rungs}</ol>
-<p class="narrative">{esc(result.narrative, 2000)}</p>
+<p class="narrative"><span class="narrative-label">Verdict</span>{esc(result.narrative, 2000)}</p>
 </section>
 <section>
 <h2>Findings by layer</h2>
@@ -141,8 +147,13 @@ def index_page(result: AnalysisResult, charts: list[Chart]) -> str:
     return layout("index", "Overview", body, result)
 
 
-def _rung(rung: Rung) -> str:
-    return (f'<li class="rung {_cls(rung.status)}"><a href="{PAGE[rung.rung]}">'
+def _rung(rung: Rung, above_fault: bool) -> str:
+    """One rung. A clean rung above a broken one is drawn faded: the ladder is climbed only once the rung below
+    is proven healthy, so what it shows is provisional until the fault below is fixed."""
+    provisional = above_fault and rung.status in ("clean", "not observed")
+    classes = f"rung {_cls(rung.status)}" + (" provisional" if provisional else "")
+    title = ' title="provisional: a rung below is broken"' if provisional else ""
+    return (f'<li class="{classes}"{title}><a href="{PAGE[rung.rung]}">'
             f'<span class="rung-top"><span class="rung-name">{esc(rung.rung)}</span>{pill(rung.status)}</span>'
             f'<span class="rung-layer">{esc(LAYER_INFO[rung.rung][0])}</span>'
             f'<span class="rung-note">{esc(rung.note, 140)}</span>'
@@ -169,10 +180,11 @@ def layer_page(layer: str, result: AnalysisResult, series: dict[str, Any], chart
     tiles = "".join(f'<div class="tile{" warn" if fig.warn else ""}"><span class="tile-value">{esc(fig.value)}'
                     f'</span><span class="tile-name">{esc(fig.name)}</span></div>'
                     for fig in facts.key_figures(layer, result, series))
-    figures = "".join(chart_card(c) for c in charts) or (
-        '<p class="muted">No time series were recorded for this analysis.</p>')
+    figures = "".join(chart_card(c) for c in charts) or '<p class="muted">No packets were read: nothing to draw.</p>'
     if mine:
         cards = "".join(finding_card(f, n, evidence[n - 1] if evidence else None, dissection) for n, f in mine)
+    elif rung.status == "not observed":
+        cards = f'<p class="muted">No finding: {esc(rung.note)}, so this rung could not be judged.</p>'
     else:
         cards = (f'<p class="clean-note">No finding at {esc(layer)}: {esc(rung.note)}. Clean is a result: the '
                  "figures above are what this layer looked like.</p>")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -27,8 +28,10 @@ from pcapsense.detector import load_detectors
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import LAYERS, Severity
 from pcapsense.reader.source import DEFAULT_MAX_DECOMPRESSED
-from pcapsense.scan import batch
 from pcapsense.scan.catalog import FAILED, OK, PARTIAL, UNCHANGED, Catalog, FindingQuery, analyzer_version, iso_utc
+
+if TYPE_CHECKING:
+    from pcapsense.scan.batch import ScanConfig
 
 EXIT_OK, EXIT_FAILED_CAPTURES, EXIT_UNUSABLE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CATALOG = Path("reports/catalog.sqlite")
@@ -82,7 +85,7 @@ class _Progress:
             click.echo("", err=True)
 
 
-def _where(config: batch.ScanConfig) -> str:
+def _where(config: ScanConfig) -> str:
     if config.scheduler:
         return f"on the Dask cluster at {config.scheduler}"
     return "in-process" if config.workers == 1 else f"on {config.workers} local worker processes"
@@ -105,6 +108,8 @@ def _where(config: batch.ScanConfig) -> str:
 def scan(paths: tuple[str, ...], workers: int, scheduler: str | None, catalog_path: Path, out_dir: Path,
          rescan: bool, max_decompressed: int) -> None:
     """Analyse every capture under PATHS (recognised by magic, directories walked) in parallel into a catalog."""
+    from pcapsense.scan import batch  # Dask and plotly load only when scanning: other commands stay quick to start
+
     missing = [p for p in paths if not os.path.lexists(p)]
     if missing:
         _fail(f"{missing[0]}: no such file or directory")
@@ -129,6 +134,8 @@ def scan(paths: tuple[str, ...], workers: int, scheduler: str | None, catalog_pa
         sys.exit(EXIT_INTERRUPTED)
     except (PcapsenseError, OSError) as exc:
         _fail(str(exc))
+    except sqlite3.Error as exc:  # e.g. the disk filled up: every capture committed before it is kept
+        _fail(f"{catalog_path}: {exc}")
     analysed = sum(stats.statuses[s] for s in (OK, PARTIAL, FAILED))
     rate = f" ({analysed / stats.elapsed_s:,.1f} captures/s)" if analysed and stats.elapsed_s else ""
     click.echo(f"{sum(statuses.values())} entries: {statuses[OK]} ok, {statuses[PARTIAL]} partial, "

@@ -27,7 +27,7 @@ from pcapsense.scan.reports import write_atomic
 
 INDEX, PLOTLY_JS = "index.html", "plotly.min.js"
 TOP_FINDINGS = 100
-HEATMAP_ROWS = 2000  # beyond this a heat map is unreadable; the tables below still list every capture
+HEATMAP_ROWS = 1000  # beyond this a heat map is unreadable; the tables below still list every capture
 LABEL_CHARS = 60
 NO_FINDING = -1
 SEVERITY_COLOURS = {"info": "#9ecae1", "low": "#fdd49e", "medium": "#fc8d59", "high": "#d7301f",
@@ -96,7 +96,8 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
 
 def _heatmap(captures: list[Capture]) -> str:
     """Captures x layers, coloured by the worst severity found there; a click opens the capture's report."""
-    rows = sorted((c for c in captures if c.findings), key=lambda c: (-c.worst, c.label))[:HEATMAP_ROWS]
+    affected = sorted((c for c in captures if c.findings), key=lambda c: (-c.worst, c.label))
+    rows = affected[:HEATMAP_ROWS]
     if not rows:
         return "<p>No findings in this scan.</p>"
     cells = [[[f for f in c.findings if f["layer"] == layer] for layer in LAYERS] for c in rows]
@@ -115,13 +116,13 @@ def _heatmap(captures: list[Capture]) -> str:
         colorbar={"tickvals": list(range(bands)), "ticktext": [str(s) for s in Severity], "title": {"text": "worst"}},
     ))
     fig.update_layout(
-        height=min(120 + 18 * len(rows), 20000), margin={"l": 20, "r": 20, "t": 30, "b": 30},
+        height=max(300, 120 + 18 * len(rows)), margin={"l": 20, "r": 20, "t": 30, "b": 30},
         xaxis={"side": "top"}, plot_bgcolor="#f7f7f7",
         yaxis={"tickvals": list(range(len(rows))), "ticktext": [_plotly_text(_short(c.label)) for c in rows],
                "autorange": "reversed", "automargin": True},
     )
-    note = (f"<p class=meta>The {HEATMAP_ROWS} worst captures are shown; the tables list all.</p>"
-            if len(rows) == HEATMAP_ROWS else "")
+    note = (f"<p class=meta>The {HEATMAP_ROWS} worst of {len(affected)} captures with findings are shown; the "
+            "tables below list all.</p>" if len(affected) > HEATMAP_ROWS else "")
     figure = fig.to_json().translate(SCRIPT_ESCAPES)
     return f"""{note}<div id="heatmap"></div>
 <script>

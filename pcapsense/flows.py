@@ -17,7 +17,7 @@ Every flow leaves as a record with the reason it left; evictions are counted, ne
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -74,6 +74,26 @@ class FlowStats:
     reused_tuples: int = 0
     peak_tracked: int = 0
     untracked_packets: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Segments:
+    """Per-row TCP facts of one batch in (flow, direction, frame) order, for the cross-direction pass."""
+
+    slot: np.ndarray
+    direction: np.ndarray
+    seq: np.ndarray
+    ack: np.ndarray
+    flags: np.ndarray
+    seq_end: np.ndarray  # unwrapped end of the segment's sequence range
+    raw0: np.ndarray  # raw sequence number at unwrapped position 0 of the row's direction
+    run: np.ndarray  # consecutive duplicate ACKs ending at this row
+    behind: np.ndarray  # below the next expected sequence (retransmission-like)
+    ooo: np.ndarray
+    has_ack: np.ndarray
+
+    def reorder(self, order: np.ndarray) -> _Segments:
+        return _Segments(*(getattr(self, f.name)[order] for f in fields(self)))
 
 
 @dataclass
@@ -411,7 +431,6 @@ class FlowTable:
         gk = k[starts]
         gs, gd = gk // 2, gk % 2
         r = rows[order]
-        ts, frame = pk.ts_ns[r], pk.frame[r]
         new_dir = s["pkts"][gs, gd] == 0
         s["pkts"][gs, gd] += np.diff(np.r_[starts, len(k)])
         s["bytes"][gs, gd] += np.add.reduceat(pk.ip_len[r], starts)
@@ -437,7 +456,6 @@ class FlowTable:
         s["last_ns"][us] = np.maximum(s["last_ns"][us], np.maximum.reduceat(pk.ts_ns[rs], sstarts))
         s["last_frame"][us] = np.maximum(s["last_frame"][us], np.maximum.reduceat(pk.frame[rs], sstarts))
         self._handshake_frames(pk, rows, slot, direction, batch_order)
-        del ts, frame
 
     def _handshake_frames(self, pk: Packets, rows: np.ndarray, slot: np.ndarray, direction: np.ndarray,
                           batch_order: _BatchOrder) -> None:
@@ -544,14 +562,9 @@ class FlowTable:
         run = np.where(not_dup_idx >= 0, np.arange(len(order)) - not_dup_idx,
                        np.arange(len(order)) - first + 1 + s["dupack_run"][sl, d])
         run = np.where(dupack, run, 0)
-        # highest ACK this direction sent, unwrapped into the peer's sequence space
-        peer_next = s["nextseq"][sl, 1 - d]
-        peer_raw0 = s["raw0"][sl, 1 - d]
-        peer_have = s["have_seq"][sl, 1 - d]
         has_ack = ((flags & ACK) != 0) & ((flags & RST) == 0)
-        # the peer's state is taken from before this batch; batch-local peer progress is folded in below
-        self._cross_direction(order, by_frame, sl, d, seq_end, useq, raw0, flags, ack, run, seq, out,
-                              behind, ooo, peer_next, peer_raw0, peer_have, has_ack)
+        segs = _Segments(sl, d, seq, ack, flags, seq_end, raw0, run, behind, ooo, has_ack)
+        self._cross_direction(order, by_frame, segs, out)
         lost = known & (useq > next_before) & ((flags & RST) == 0)
         out["retrans"][order] = behind & ~ooo & ~out["fast_retrans"][order]
         out["ooo"][order] = ooo
@@ -597,46 +610,41 @@ class FlowTable:
             s["max_acked_seg"][gs, gd], np.maximum.reduceat(np.where(acked, pk.payload_len[r], 0), starts)
         )
 
-    def _cross_direction(self, order: np.ndarray, by_frame: np.ndarray, sl: np.ndarray, d: np.ndarray,
-                         seq_end: np.ndarray, useq: np.ndarray, raw0: np.ndarray, flags: np.ndarray,
-                         ack: np.ndarray, run: np.ndarray, seq: np.ndarray, out: dict[str, np.ndarray],
-                         behind: np.ndarray, ooo: np.ndarray, peer_next: np.ndarray, peer_raw0: np.ndarray,
-                         peer_have: np.ndarray, has_ack: np.ndarray) -> None:
+    def _cross_direction(self, order: np.ndarray, by_frame: np.ndarray, segs: _Segments,
+                         out: dict[str, np.ndarray]) -> None:
         """Facts that need the other direction in frame order: fast retransmissions, ACKs of unseen data,
-        and the highest ACK each direction sent (which decides what counts as acknowledged)."""
+        and the highest ACK each direction sent (which decides what counts as acknowledged). The peer's state
+        carried from earlier batches is combined with the peer's rows of this batch."""
         s = self.store
-        fsl, fd = sl[by_frame], d[by_frame]
+        f = segs.reorder(by_frame)
+        fsl, fd = f.slot, f.direction
         first_f, gid_f = grouped.group_index(fsl)
         # latest row of each direction at or before each row (in frame order within the flow)
         latest = [grouped.last_index_where(fd == x, first_f) for x in (0, 1)]
         peer_latest = np.where(fd == 0, latest[1], latest[0])
         prev_peer = np.where(peer_latest >= 0, peer_latest, -1)
-        f_seq_end = seq_end[by_frame]
         # the peer's highest sequence end up to now: carried value, raised by batch rows of the peer
-        peer_incl = [np.maximum(grouped.cummax(np.where(fd == x, f_seq_end, grouped.NEG), gid_f),
+        peer_incl = [np.maximum(grouped.cummax(np.where(fd == x, f.seq_end, grouped.NEG), gid_f),
                                 s["nextseq"][fsl, x]) for x in (0, 1)]
         peer_high = np.where(fd == 0, peer_incl[1], peer_incl[0])
-        peer_raw0_f = np.where(prev_peer >= 0, raw0[by_frame][np.maximum(prev_peer, 0)], peer_raw0[by_frame])
-        peer_known = (peer_high > grouped.NEG) & ((prev_peer >= 0) | peer_have[by_frame])
-        f_ack = ack[by_frame]
-        f_has_ack = has_ack[by_frame]
+        at_peer = np.maximum(prev_peer, 0)
+        peer_raw0 = np.where(prev_peer >= 0, f.raw0[at_peer], s["raw0"][fsl, 1 - fd])
+        peer_known = (peer_high > grouped.NEG) & ((prev_peer >= 0) | s["have_seq"][fsl, 1 - fd])
+        # this packet's ACK unwrapped into the peer's sequence space
         ref = np.where(peer_known, peer_high, 0)
-        uack = ref + (((f_ack - (peer_raw0_f + ref)) + 2**31) % 2**32) - 2**31
-        unseen = f_has_ack & peer_known & (uack > peer_high)
-        no_peer = f_has_ack & ~peer_known & ((flags[by_frame] & SYN) == 0)
-        out["ack_unseen"][order[by_frame]] = unseen
+        uack = ref + (((f.ack - (peer_raw0 + ref)) + 2**31) % 2**32) - 2**31
+        out["ack_unseen"][order[by_frame]] = f.has_ack & peer_known & (uack > peer_high)
+        no_peer = f.has_ack & ~peer_known & ((f.flags & SYN) == 0)
         np.add.at(s["ack_no_peer"], (fsl[no_peer], fd[no_peer]), 1)
         # fast retransmission: the peer's latest packet is a duplicate ACK (2nd or later) for this sequence
-        peer_run = np.where(prev_peer >= 0, run[by_frame][np.maximum(prev_peer, 0)], s["dupack_run"][fsl, 1 - fd])
-        peer_ack = np.where(prev_peer >= 0, f_ack[np.maximum(prev_peer, 0)], s["last_ack_raw"][fsl, 1 - fd])
-        fast = behind[by_frame] & ~ooo[by_frame] & (peer_run >= 2) & (peer_ack == seq[by_frame])
-        out["fast_retrans"][order[by_frame]] = fast
+        peer_run = np.where(prev_peer >= 0, f.run[at_peer], s["dupack_run"][fsl, 1 - fd])
+        peer_ack = np.where(prev_peer >= 0, f.ack[at_peer], s["last_ack_raw"][fsl, 1 - fd])
+        out["fast_retrans"][order[by_frame]] = f.behind & ~f.ooo & (peer_run >= 2) & (peer_ack == f.seq)
         # highest ACK per direction (in the peer's space), for "acknowledged" decisions
-        valid = f_has_ack & peer_known
+        valid = f.has_ack & peer_known
         if valid.any():
             key = fsl[valid] * 2 + fd[valid]
             np.maximum.at(s["max_uack"].reshape(-1), key, uack[valid])
-        del useq
 
     # -- history ----------------------------------------------------------------------------------------------
 

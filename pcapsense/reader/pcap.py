@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from pcapsense.errors import UnsupportedCaptureError
 from pcapsense.reader.batch import CaptureFault, Interface, RawBatch
-from pcapsense.reader.chunks import ChunkStream
 from pcapsense.reader.limits import MAX_CAPLEN
+from pcapsense.reader.walker import Walker
 
 # magic as read little-endian -> (byte order, fraction units per second, record header size)
 PCAP_MAGICS: dict[int, tuple[str, int, int]] = {
@@ -31,16 +31,8 @@ RESERVED_BITS = 0x03FF0000  # pcap-linktype(7): bits 16-25 must be zero; bits 26
 
 
 @dataclass
-class PcapReader:
+class PcapReader(Walker):
     """Walks the records of a classic pcap stream."""
-
-    chunks: ChunkStream
-    format: str = "pcap"
-    interfaces: list[Interface] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    fault: CaptureFault | None = None
-    counters: dict[str, int] = field(default_factory=dict)
-    records: int = 0
 
     def __post_init__(self) -> None:
         header = self.chunks.buf[:FILE_HEADER]
@@ -104,9 +96,9 @@ class PcapReader:
             if not first:
                 return None
         n = len(hdr_pos)
-        self._count("caplen_above_snaplen", int(np.count_nonzero(caplen > self.snaplen)) if self.snaplen else 0)
-        self._count("caplen_above_wirelen", int(np.count_nonzero(caplen > wirelen)))
-        self._count("truncated_by_snaplen", int(np.count_nonzero(caplen < wirelen)))
+        self.count("caplen_above_snaplen", int(np.count_nonzero(caplen > self.snaplen)) if self.snaplen else 0)
+        self.count("caplen_above_wirelen", int(np.count_nonzero(caplen > wirelen)))
+        self.count("truncated_by_snaplen", int(np.count_nonzero(caplen < wirelen)))
         ts_ns = sec * 1_000_000_000 + frac * (1_000_000_000 // self._units)
         frame = np.arange(self.records + 1, self.records + n + 1, dtype=np.int64)
         self.records += n
@@ -119,10 +111,6 @@ class PcapReader:
             frame=frame,
             iface=np.zeros(n, dtype=np.int64),
         )
-
-    def _count(self, name: str, value: int) -> None:
-        if value:
-            self.counters[name] = self.counters.get(name, 0) + value
 
     def _set_fault(self, index_in_chunk: int, off_in_chunk: int, message: str) -> None:
         self.fault = CaptureFault(self.records + index_in_chunk + 1, self.chunks.base + off_in_chunk, message)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from pcapsense.reader.batch import CaptureFault, Interface, RawBatch
-from pcapsense.reader.chunks import ChunkStream
 from pcapsense.reader.limits import MAX_BLOCK_LEN, MAX_CAPLEN
+from pcapsense.reader.walker import Walker
 
 SHB = 0x0A0D0D0A
 IDB, PB, SPB, EPB = 1, 2, 3, 6
@@ -46,16 +46,10 @@ class _Clock:
 
 
 @dataclass
-class PcapngReader:
+class PcapngReader(Walker):
     """Walks pcapng blocks, validating every length against the block that encloses it."""
 
-    chunks: ChunkStream
     format: str = "pcapng"
-    interfaces: list[Interface] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    fault: CaptureFault | None = None
-    counters: dict[str, int] = field(default_factory=dict)
-    records: int = 0  # packets delivered
     blocks: int = 0  # blocks walked (fault messages count blocks, like Wireshark's "block")
     frames: int = 0  # frame numbers handed out (packets plus frame-like blocks)
 
@@ -141,7 +135,7 @@ class PcapngReader:
                 self._add_interface(buf, body, off + blen - 4)
             else:
                 key = f"skipped_{SKIPPED_BLOCK_NAMES.get(btype, 'unknown')}_blocks"
-                self.counters[key] = self.counters.get(key, 0) + 1
+                self.count(key)
                 frame_no += btype in FRAME_LIKE_BLOCKS
             self.blocks += 1
             self.frames = frame_no
@@ -169,7 +163,7 @@ class PcapngReader:
         self._section_ifaces = []
         self.sections += 1
         if order == ">":
-            self.counters["big_endian_sections"] = self.counters.get("big_endian_sections", 0) + 1
+            self.count("big_endian_sections")
 
     def _check_length(self, blen: int) -> str | None:
         if blen < 12:
@@ -221,9 +215,7 @@ class PcapngReader:
         wirelen = np.asarray(wires, dtype=np.int64)
         ts_ns = np.fromiter((self._to_ns(t, i) for t, i in zip(ticks, ifaces, strict=True)), np.int64, len(ticks))
         n = len(data_off)
-        trunc = int(np.count_nonzero(caplen < wirelen))
-        if trunc:
-            self.counters["truncated_by_snaplen"] = self.counters.get("truncated_by_snaplen", 0) + trunc
+        self.count("truncated_by_snaplen", int(np.count_nonzero(caplen < wirelen)))
         frame = np.asarray(frames, dtype=np.int64)
         self.records += n
         data = np.frombuffer(self.chunks.buf, dtype=np.uint8)

@@ -22,6 +22,8 @@ from pcapsense.flows import FlowLimits
 from pcapsense.output import terminal
 from pcapsense.output.jsondoc import dumps
 from pcapsense.report import check_report_dir, default_report_dir, write_report
+from pcapsense.scan.cli import findings as findings_cmd
+from pcapsense.scan.cli import scan as scan_cmd
 
 EXIT_OK, EXIT_FAIL_ON, EXIT_INPUT = 0, 1, 2
 SEVERITIES = [str(s) for s in Severity]
@@ -168,3 +170,7 @@ def detectors_cmd(fmt: str) -> None:
             click.echo(f"    {name} = {default!r}  ({source})")
             if doc:
                 click.echo(f"        {doc}")
+
+
+main.add_command(scan_cmd)
+main.add_command(findings_cmd)

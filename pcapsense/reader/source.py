@@ -101,9 +101,12 @@ class Source:
     compression: str | None
     size: int | None  # size on disk when known (for progress), None for pipes
     is_pipe: bool
+    underlying: BinaryIO | None = None  # the file under a decompressor (which does not close what it wraps)
 
     def close(self) -> None:
         self.stream.close()
+        if self.underlying is not None:
+            self.underlying.close()
 
 
 def _read_exact_prefix(raw: BinaryIO, n: int) -> bytes:
@@ -141,5 +144,6 @@ def open_source(path: str, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) 
     stream: BinaryIO = _Prefixed(head, raw)  # type: ignore[assignment]
     for magic, (compression, opener) in COMPRESSIONS.items():
         if head.startswith(magic):
-            return Source(name, _Capped(opener(stream), max_decompressed), compression, size, is_pipe)  # type: ignore[arg-type]
+            capped = _Capped(opener(stream), max_decompressed)
+            return Source(name, capped, compression, size, is_pipe, underlying=stream)  # type: ignore[arg-type]
     return Source(name, stream, None, size, is_pipe)

@@ -42,28 +42,33 @@ def default_report_dir(capture_path: str | None) -> Path:
 
 
 def write_report(result: AnalysisResult, out_dir: Path, *, capture_path: str | None, force: bool = False,
-                 extract_evidence: bool = False, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> Path:
+                 extract_evidence: bool = False, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+                 shared_plotly: str | None = None) -> Path:
     """Write the report into `out_dir` and return its resolved path.
 
     Refuses (ReportExistsError) when `out_dir` exists and is not empty unless `force`; with `force` it
     overwrites its own files and leaves any others alone. `capture_path` is what was analysed ("-" or None for
     stdin): evidence extraction (under the same decompression cap as the analysis) and tshark's dissection read
-    it again.
+    it again. `shared_plotly` is a relative URL of a plotly.min.js that a fleet of reports shares (a scan writes
+    one copy beside its index instead of 4.6 MB per capture); without it the report bundles its own.
     """
     out = OutputDir(out_dir, force=force)
     series = result.series
     evidence = (extract(result.findings, result.capture, capture_path, out, max_decompressed)
                 if extract_evidence else None)
     dissection = dissect(result.findings, capture_path, result.capture.get("compression"))
-    out.write("plotly.min.js", get_plotlyjs())
+    if shared_plotly is None:
+        out.write(pages.PLOTLY_JS, get_plotlyjs())
+    plotly_src = shared_plotly or pages.PLOTLY_JS
     assets = files("pcapsense.report")
     for name in ASSETS:
         out.write(name, assets.joinpath(name).read_bytes())
-    out.write(pages.PAGE["index"], pages.index_page(result, charts_for("index", series, result.findings)))
+    out.write(pages.PAGE["index"], pages.index_page(result, charts_for("index", series, result.findings),
+                                                    plotly_src))
     for layer in LAYERS:
-        out.write(pages.PAGE[layer], pages.layer_page(layer, result, series, charts_for(layer, series,
-                                                                                           result.findings),
-                                                      evidence, dissection))
+        charts = charts_for(layer, series, result.findings)
+        out.write(pages.PAGE[layer], pages.layer_page(layer, result, series, charts, evidence, dissection,
+                                                      plotly_src))
     out.write("findings.json", exports.findings_json(result))
     out.write("findings.csv", exports.findings_csv(result, evidence))
     return out.root

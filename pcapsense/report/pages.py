@@ -27,6 +27,7 @@ from pcapsense.report.wireshark import Dissection, key_frames
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "font-src 'self' data:; connect-src 'none'; form-action 'none'; base-uri 'none'")
 PAGE = {layer: f"{layer}.html" for layer in LAYERS} | {"index": "index.html"}
+PLOTLY_JS = "plotly.min.js"  # bundled next to the pages, unless a fleet of reports shares one copy
 LAYER_INFO = {  # name and scope of each rung (seed, "The Model as an Ownership Map" and the triage ladder)
     "L2": ("Link", "Ethernet, ARP, MAC learning, VLANs, broadcast domains"),
     "L3": ("Network", "IP, routing, ICMP, fragmentation and path MTU"),
@@ -49,7 +50,7 @@ HOSTS_SHOWN = 20
 METRIC_ITEMS = 12  # entries of a list or dict metric shown
 
 
-def layout(page: str, title: str, body: str, result: AnalysisResult) -> str:
+def layout(page: str, title: str, body: str, result: AnalysisResult, plotly_src: str = PLOTLY_JS) -> str:
     """A complete page: CSP, navigation with each rung's status, the body, and the scripts (local files only)."""
     status = {r.rung: r.status for r in result.ladder}
     current = ' class="current" aria-current="page"'
@@ -86,7 +87,7 @@ def layout(page: str, title: str, body: str, result: AnalysisResult) -> str:
 </main>
 <footer>pcapsense {esc(__version__)} &middot; offline report: no network access &middot; frame numbers are
 Wireshark's &middot; <a href="findings.json">findings.json</a> &middot; <a href="findings.csv">findings.csv</a></footer>
-<script src="plotly.min.js"></script>
+<script src="{esc(plotly_src)}"></script>
 <script src="report.js"></script>
 </body>
 </html>
@@ -112,7 +113,7 @@ def numbered(result: AnalysisResult, layer: str) -> list[tuple[int, Finding]]:
     return [(n, f) for n, f in enumerate(result.findings, start=1) if f.layer == layer]
 
 
-def index_page(result: AnalysisResult, charts: list[Chart]) -> str:
+def index_page(result: AnalysisResult, charts: list[Chart], plotly_src: str = PLOTLY_JS) -> str:
     fault = next((i for i, r in enumerate(result.ladder) if r.status == "broken"), len(result.ladder))
     rungs = "".join(_rung(r, above_fault=i > fault) for i, r in enumerate(result.ladder))
     by_layer = [(layer, numbered(result, layer)) for layer in LAYERS]
@@ -144,7 +145,7 @@ def index_page(result: AnalysisResult, charts: list[Chart]) -> str:
 <div>{"".join(chart_card(c, compact=True) for c in charts)}{warning_list}</div>
 </div>
 </section>"""
-    return layout("index", "Overview", body, result)
+    return layout("index", "Overview", body, result, plotly_src)
 
 
 def _rung(rung: Rung, above_fault: bool) -> str:
@@ -173,7 +174,7 @@ def _brief(finding: Finding, n: int) -> str:
 # -- layer pages -------------------------------------------------------------------------------------------------
 
 def layer_page(layer: str, result: AnalysisResult, series: dict[str, Any], charts: list[Chart],
-               evidence: list[EvidenceFile] | None, dissection: Dissection) -> str:
+               evidence: list[EvidenceFile] | None, dissection: Dissection, plotly_src: str = PLOTLY_JS) -> str:
     rung = next(r for r in result.ladder if r.rung == layer)
     name, scope = LAYER_INFO[layer]
     mine = numbered(result, layer)
@@ -204,7 +205,7 @@ def layer_page(layer: str, result: AnalysisResult, series: dict[str, Any], chart
 <h2>Findings <span class="count">{len(mine)}</span></h2>
 {cards}
 </section>"""
-    return layout(layer, f"{layer} {name}", body, result)
+    return layout(layer, f"{layer} {name}", body, result, plotly_src)
 
 
 def chart_card(chart: Chart, compact: bool = False) -> str:

@@ -20,12 +20,12 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from operator import methodcaller
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
 from pcapsense.decode.text import safe_text
 from pcapsense.errors import PcapsenseError
+from pcapsense.output.jsondoc import dumps
 
 SCHEMA_VERSION = 1
 OK, PARTIAL, FAILED = "ok", "partial", "failed"
@@ -128,8 +128,8 @@ def analyzer_version(version: str, detector_ids: Collection[str]) -> str:
 
 
 def dump_json(value: Any) -> str:
-    """JSON text of analysis data; numpy scalars in detector metrics become plain numbers."""
-    return json.dumps(value, default=methodcaller("item"))
+    """Compact JSON text of analysis data for a catalog column."""
+    return dumps(value, indent=None)
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,11 @@ from plotly.offline import get_plotlyjs
 
 from pcapsense import __version__
 from pcapsense.findings import LAYERS, Severity
+from pcapsense.report.pages import PLOTLY_JS
 from pcapsense.scan.catalog import FAILED, OK, PARTIAL, iso_utc
 from pcapsense.scan.reports import write_atomic
 
-INDEX, PLOTLY_JS = "index.html", "plotly.min.js"
+INDEX = "index.html"
 TOP_FINDINGS = 100
 HEATMAP_ROWS = 1000  # beyond this a heat map is unreadable; the tables below still list every capture
 LABEL_CHARS = 60

@@ -5,9 +5,8 @@ catalog key (unique: two captures never share a directory even when their relati
 from different roots). The name is built from `[A-Za-z0-9._-]` only, so it cannot climb out of the output
 directory; `write_capture_report` also refuses a directory that resolves elsewhere (a symlink planted there).
 
-Today the report is the JSON document; `write_capture_report` is the single call site that will switch to the
-HTML writer (`pcapsense.report.write_report(result, out_dir)`), and `report_link` already prefers its
-`index.html` when one exists.
+`write_capture_report` is the single call site of the HTML report writer; `report_link` prefers the report's
+`index.html` and falls back to `findings.json`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from pathlib import Path
 
 from pcapsense.engine import AnalysisResult
 from pcapsense.errors import PcapsenseError
-from pcapsense.scan.catalog import dump_json
+from pcapsense.report import write_report
+from pcapsense.report.pages import PLOTLY_JS
 
 HTML_REPORT, JSON_REPORT = "index.html", "findings.json"
 REPORT_FILES = (HTML_REPORT, JSON_REPORT)  # what a capture's link points at, preferred first
@@ -52,10 +52,14 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def write_capture_report(result: AnalysisResult, out_dir: Path, name: str) -> None:
-    """Write one capture's report into `out_dir/name` (today the JSON document; later the HTML report)."""
+def write_capture_report(result: AnalysisResult, out_dir: Path, name: str, capture_path: str,
+                         max_decompressed: int) -> None:
+    """Write one capture's HTML report (with findings.json and findings.csv) into `out_dir/name`.
+
+    The reports of a scan share the one plotly.min.js the fleet index writes beside them."""
     target = out_dir / name
     target.mkdir(parents=True, exist_ok=True)
     if target.resolve().parent != out_dir.resolve():
         raise PcapsenseError(f"{target}: resolves outside the output directory {out_dir}; not writing there")
-    write_atomic(target / JSON_REPORT, dump_json(result.to_dict()).encode())
+    write_report(result, target, capture_path=capture_path, force=True, max_decompressed=max_decompressed,
+                 shared_plotly=f"../{PLOTLY_JS}")

@@ -83,7 +83,7 @@ def analyze_task(task: Task) -> Outcome:
         if facts["sha256"] == task.known_sha256:
             return new_outcome(task.key, UNCHANGED, version, **facts)
         result = analyze(task.path, AnalysisOptions(max_decompressed=task.max_decompressed, registry=detectors()))
-        write_capture_report(result, Path(task.out_dir), task.report)
+        write_capture_report(result, Path(task.out_dir), task.report, task.path, task.max_decompressed)
     except PcapsenseError as exc:
         return new_outcome(task.key, FAILED, version, error=one_line(str(exc)), **facts)
     except Exception as exc:

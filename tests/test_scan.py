@@ -228,10 +228,10 @@ def test_kill_and_resume_equals_an_uninterrupted_scan(samples: Path, tmp_path: P
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240
         while analysed_count(killed / "catalog.sqlite") < KILL_AFTER:
             assert proc.poll() is None, "the scan ended before it could be killed"
-            assert time.monotonic() < deadline, "the scan committed nothing in 90 s"
+            assert time.monotonic() < deadline, "the scan committed nothing in 240 s"
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -242,7 +242,7 @@ def test_kill_and_resume_equals_an_uninterrupted_scan(samples: Path, tmp_path: P
     committed = analysed_count(killed / "catalog.sqlite")
     assert KILL_AFTER <= committed < analysable, f"not killed mid-way: {committed} of {analysable} committed"
 
-    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 1, resumed.stderr
     assert "unchanged since the catalog" in resumed.stderr and "Traceback" not in resumed.stderr
 

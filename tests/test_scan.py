@@ -332,3 +332,18 @@ def test_report_names_never_collide_or_escape() -> None:
     names = {report_name(rel, key) for rel, key in (("a b.pcap", "/x/a b.pcap"), ("a_b.pcap", "/x/a_b.pcap"),
                                                     ("../../etc", "/y/../../etc"), ("a b.pcap", "/z/a b.pcap"))}
     assert len(names) == 4 and all(UNSAFE.search(n) is None and not n.startswith(".") for n in names)
+
+
+def test_progress_line_shows_done_total_bytes_rate_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    from pcapsense.scan.cli import _Progress
+
+    progress = _Progress(captures=4, nbytes=4 * 2**20, shown=True)
+    for _ in range(4):
+        progress.advance(2**20)
+    progress.finish()
+    line = capsys.readouterr().err.strip().split("\r")[-1]
+    assert "4/4 captures" in line and "4.0/4.0 MiB" in line and "captures/s" in line and "ETA 0:00:00" in line
+    silent = _Progress(captures=1, nbytes=1, shown=False)
+    silent.advance(1)
+    silent.finish()
+    assert capsys.readouterr().err == ""  # not a terminal: no progress line

@@ -30,7 +30,7 @@ from click.testing import CliRunner, Result
 
 from pcapsense.scan import cluster, runner
 from pcapsense.scan.catalog import FAILED, OK, PARTIAL, Outcome, one_line
-from pcapsense.scan.cli import EXPORT, _csv_cell, findings, scan
+from pcapsense.scan.cli import EXPORT, _csv_cell, _Progress, findings, scan
 from pcapsense.scan.reports import UNSAFE, report_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,8 +335,6 @@ def test_report_names_never_collide_or_escape() -> None:
 
 
 def test_progress_line_shows_done_total_bytes_rate_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
-    from pcapsense.scan.cli import _Progress
-
     progress = _Progress(captures=4, nbytes=4 * 2**20, shown=True)
     for _ in range(4):
         progress.advance(2**20)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import lzma
 import zlib
 from typing import BinaryIO
 
 from pcapsense.reader.source import DecompressionCapExceeded
 
 # Errors a decompressing or failing stream raises on a damaged or cut input; they become capture faults.
-STREAM_ERRORS = (OSError, EOFError, zlib.error, DecompressionCapExceeded, ValueError)
+# (bz2 reports damage as OSError, xz as LZMAError, gzip as BadGzipFile/OSError, zlib.error or EOFError.)
+STREAM_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, DecompressionCapExceeded, ValueError)
+PIECE_BYTES = 1 * 2**20  # a chunk is read in pieces, so a stream that fails keeps everything before its failure
 
 
 class ChunkStream:
@@ -37,11 +40,19 @@ class ChunkStream:
         tail = len(self.buf)
         fresh = bytearray(tail + self._chunk_bytes)
         fresh[:tail] = self.buf
+        view = memoryview(fresh)[tail:]
+        got = 0
         try:
-            got = self._read_into(memoryview(fresh)[tail:])
+            while got < len(view):
+                n = self._read_into(view[got : got + PIECE_BYTES])
+                if not n:
+                    self.eof = True
+                    break
+                got += n
         except STREAM_ERRORS as exc:
             self.error = f"input stream failed: {type(exc).__name__}: {exc}"
-            got = 0
+            self.eof = True  # what was read before the failure is kept; the walker reports the fault after it
+        view.release()
         if not got:
             self.eof = True
             return False
@@ -50,7 +61,7 @@ class ChunkStream:
         return True
 
     def _read_into(self, view: memoryview) -> int:
-        """Fill as much of `view` as one read gives (a pipe may give less; the next fill continues)."""
+        """Fill as much of `view` as one read gives."""
         readinto = getattr(self._stream, "readinto", None)
         if readinto is not None:
             return readinto(view) or 0

@@ -25,6 +25,7 @@ SKIPPED_BLOCK_NAMES = {4: "name_resolution", 5: "interface_statistics", 0xA: "de
 # Blocks Wireshark shows as frames of their own (custom blocks, systemd journal entries): they are not packets,
 # but they take a frame number, so packet frame numbers stay equal to Wireshark's.
 FRAME_LIKE_BLOCKS = frozenset({0xBAD, 0x40000BAD, 9})
+MAX_NS = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,10 +224,17 @@ class PcapngReader(Walker):
                         np.asarray(ifaces, dtype=np.int64))
 
     def _to_ns(self, ticks: int, iface: int) -> int:
-        """Nanoseconds for one packet; an SPB (no timestamp) inherits the previous packet's time."""
+        """Nanoseconds for one packet; an SPB (no timestamp) inherits the previous packet's time.
+
+        A timestamp beyond what 64-bit nanoseconds hold (after the year 2262: a damaged or forged field) is
+        clamped and counted rather than allowed to stop the analysis."""
         if ticks >= 0:
             clock = self._clocks[iface]
-            self._last_ns = ticks * clock.mul // clock.div + clock.offset_ns
+            ns = ticks * clock.mul // clock.div + clock.offset_ns
+            if not 0 <= ns <= MAX_NS:
+                self.count("timestamps_out_of_range_clamped")
+                ns = min(max(ns, 0), MAX_NS)
+            self._last_ns = ns
         return self._last_ns
 
     def _set_fault(self, off_in_chunk: int, message: str) -> None:

@@ -79,9 +79,12 @@ class _Capped:
         return data
 
     def readinto(self, view: memoryview) -> int:
-        got = self._stream.readinto(view)
-        self._count(got)
-        return got
+        """One decompressor step (`read1`): when the archive turns out damaged, the step that fails has
+        returned nothing yet, so every byte decompressed before the damage reaches the walker."""
+        data = self._stream.read1(len(view))
+        view[: len(data)] = data
+        self._count(len(data))
+        return len(data)
 
     def _count(self, got: int) -> None:
         self.delivered += got

@@ -64,7 +64,7 @@ class AnalysisResult:
 
 
 DELIVERY_BATCHES = 8  # hand queued streams to detectors every this many batches...
-DELIVERY_ROWS = 200_000  # ...or once this many rows are queued, whichever comes first
+DELIVERY_CELLS = 2_000_000  # ...or once this many cells (rows x columns, ~16 MB) are queued, whichever is first
 
 
 class _Dispatch:
@@ -82,7 +82,7 @@ class _Dispatch:
             for stream in det.streams():
                 self.subscribers.setdefault(stream, []).append(det)
         self._queued: dict[str, list[pd.DataFrame]] = {}
-        self._rows = 0
+        self._cells = 0
         self._batches = 0
 
     def wants(self, stream: str) -> bool:
@@ -92,11 +92,12 @@ class _Dispatch:
         if frame is None or not len(frame) or stream not in self.subscribers:
             return
         self._queued.setdefault(stream, []).append(frame)
-        self._rows += len(frame)
+        self._cells += frame.size
 
     def batch_done(self) -> None:
+        """Deliver every few batches, or sooner when the queue grows large (a flood of flow records)."""
         self._batches += 1
-        if self._batches >= DELIVERY_BATCHES or self._rows >= DELIVERY_ROWS:
+        if self._batches >= DELIVERY_BATCHES or self._cells >= DELIVERY_CELLS:
             self.flush()
 
     def flush(self) -> None:
@@ -107,7 +108,7 @@ class _Dispatch:
             frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
             for det in self.subscribers[stream]:
                 getattr(det, f"on_{stream}")(frame)
-        self._rows = self._batches = 0
+        self._cells = self._batches = 0
 
 
 def analyze(path: str, options: AnalysisOptions | None = None, progress: Progress | None = None) -> AnalysisResult:

@@ -37,7 +37,7 @@ _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 class FlowLimits:
     """Memory bounds of the flow table. Times are in capture (packet) time, not wall-clock time."""
 
-    max_flows: int = 200_000  # ~1 KiB each: 200k flows stay near 200 MB
+    max_flows: int = 200_000  # about 1.7 KiB of state each: ~340 MB at the cap
     half_open_timeout_s: float = 64.0  # Linux drops SYN_RECV after tcp_synack_retries=5 (~63 s)
     established_timeout_s: float = 600.0  # Suricata flow-timeouts.tcp.established
     closed_timeout_s: float = 60.0  # Linux TCP_TIMEWAIT_LEN: closed tuples stay to reveal reuse inside TIME_WAIT

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from pcapsense.decode.linktypes import BROADCAST_MAC
 from pcapsense.detector import CaptureContext, Detector, tunable
-from pcapsense.events import BROADCAST_MAC
 from pcapsense.findings import LAYER_OWNERS, Evidence, Finding, Severity
 from pcapsense.flowrecords import mac_text
 

@@ -21,7 +21,7 @@ from pcapsense.decode.http import METHOD_PREFIXES, find_header_end, parse_http_r
 from pcapsense.decode.linktypes import BROADCAST_MAC
 from pcapsense.decode.tls import parse_tls
 from pcapsense.errors import MalformedPacket
-from pcapsense.flowrecords import address_text, mac_text
+from pcapsense.flowrecords import address_text
 from pcapsense.flows import FlowInfo
 
 DNS_PORTS = (53, 5353, 5355)
@@ -277,5 +277,3 @@ class StreamBuilder:
             self.http_pending.pop(conn, None)
             self.http_seen.pop(conn, None)
 
-
-__all__ = ["StreamBuilder", "frame_hashes", "mac_text"]

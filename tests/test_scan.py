@@ -28,10 +28,11 @@ from urllib.parse import unquote
 import pytest
 from click.testing import CliRunner, Result
 
+from pcapsense.report.outdir import SAFE_NAME as UNSAFE
 from pcapsense.scan import cluster, runner
 from pcapsense.scan.catalog import FAILED, OK, PARTIAL, Outcome, one_line
 from pcapsense.scan.cli import EXPORT, _csv_cell, _Progress, findings, scan
-from pcapsense.scan.reports import UNSAFE, report_name
+from pcapsense.scan.reports import report_name
 
 ROOT = Path(__file__).resolve().parent.parent
 CAP = 1_000_000  # --max-decompressed for every scan here: the gzip "bomb" inflates past it, the rest do not

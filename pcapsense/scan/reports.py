@@ -13,25 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from pathlib import Path
 
 from pcapsense.engine import AnalysisResult
 from pcapsense.errors import PcapsenseError
 from pcapsense.report import write_report
+from pcapsense.report.outdir import safe_name
 from pcapsense.report.pages import PLOTLY_JS
 
 HTML_REPORT, JSON_REPORT = "index.html", "findings.json"
 REPORT_FILES = (HTML_REPORT, JSON_REPORT)  # what a capture's link points at, preferred first
-UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SLUG_CHARS = 80
 DIGEST_CHARS = 12
 
 
 def report_name(rel: str, key: str) -> str:
     """The report directory name of a capture: sanitised relative path, then a digest of its unique key."""
-    slug = UNSAFE.sub("_", rel.replace(os.sep, "__")).strip("._-")[:SLUG_CHARS] or "capture"
+    slug = safe_name(rel.replace(os.sep, "__"), "").strip("-")[:SLUG_CHARS] or "capture"
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:DIGEST_CHARS]}"
 
 

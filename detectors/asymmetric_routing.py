@@ -32,17 +32,22 @@ client/server pair, how many of the pair's flows did (`pairs`). Severity is MEDI
 worked, but any stateful device on one of the paths breaks it. When not a single TCP flow of the capture shows
 both directions, the capture point itself (a one-way tap or SPAN source) is as likely a cause as the routing, so
 the servers are folded into one LOW finding that says so.
+
+The work stays vectorised: the signals are masks over each delivery of flow records (the history string is read
+only for flows whose counters already show a one-sided handshake), and the flow totals behind the shares are
+rows reduced with one groupby, read at the end for the servers with evidence only.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from pcapsense.aggregate import Accumulator, sum_by
 from pcapsense.detector import CaptureContext, Detector, tunable
 from pcapsense.findings import Evidence, Finding, FlowRef, Severity, frame_filter
 
@@ -54,6 +59,10 @@ MAX_PAIRS_PER_SERVER = 1_000  # client/server pairs listed per server; further f
 MAX_PATHS = 8  # distinct (interface, MAC, TTL) return paths kept per server
 MAX_SERVER_FINDINGS = 20  # servers reported one by one (most asymmetric flows first); the rest share one finding
 SIGNALS = ("client_only", "server_only", "iface_split", "path_moved")
+NUMERIC = ("pkts_o", "pkts_r", "ack_no_peer_o", "ack_no_peer_r", "iface_mask_o", "iface_mask_r", "syn_frame",
+           "synack_frame", "dupes_o", "dupes_r")
+COLUMNS = ["orig", "orig_port", "resp", "resp_port", "history", "first_ts", "last_ts", "last_frame", "iface_first_r",
+           "mac_r", "ttl_first_r", *NUMERIC]  # the flow-record columns read here
 
 REMEDY = ("Make the forward and return paths symmetric (route audit: return route for the client prefix, ECMP / "
           "policy routing, HSRP/VRRP active on both sides), or make stateful devices see both directions "
@@ -109,9 +118,33 @@ class _Server:
         self.blind_acks += other.blind_acks
 
 
-def _single_iface(mask: pd.Series) -> pd.Series:
+def _single_iface(mask: np.ndarray) -> np.ndarray:
     """True where exactly one interface bit is set."""
     return (mask > 0) & ((mask & (mask - 1)) == 0)
+
+
+def _client_only(history: str) -> bool:
+    """The client sent a SYN and then ACKs or data, and no SYN-ACK was captured."""
+    return "S" in history and "h" not in history and ("A" in history or "D" in history)
+
+
+def _server_only(history: str) -> bool:
+    """The server answered a SYN that was not captured, then ACKed or sent data."""
+    return "h" in history and "S" not in history and ("a" in history or "d" in history)
+
+
+def _history(tcp: pd.DataFrame, candidates: np.ndarray, test: Callable[[str], bool]) -> np.ndarray:
+    """`candidates` narrowed to the flows whose history passes `test`; the history string is read (in Python)
+    only for the candidates, which the numeric counters have already cut down to a few flows."""
+    hits = candidates.copy()
+    hits[candidates] = [test(history) for history in tcp["history"].to_numpy()[candidates]]
+    return hits
+
+
+def _first_keys(columns: list[str]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """Flows per key, for the first MAX_TOTALS keys in order of arrival (a later key is not counted at all, so
+    a kept key's total is always complete)."""
+    return lambda df: sum_by(columns)(df).head(MAX_TOTALS)
 
 
 class AsymmetricRouting(Detector):
@@ -122,42 +155,45 @@ class AsymmetricRouting(Detector):
 
     def __init__(self, thresholds: Thresholds, context: CaptureContext) -> None:
         super().__init__(thresholds, context)
-        self.totals: Counter[str] = Counter()  # server -> TCP flows
-        self.pair_totals: Counter[tuple[str, str]] = Counter()  # (client, server) -> TCP flows
+        # flow totals are only read for the few servers with evidence: rows are reduced as they pile up, and
+        # read out once at the end
+        self.totals = Accumulator(_first_keys(["resp"]))  # server -> TCP flows
+        self.pair_totals = Accumulator(_first_keys(["orig", "resp"]))  # (client, server) -> TCP flows
+        self.server_flows: dict[str, int] = {}  # read out of `totals` for the servers with evidence
+        self.pair_flows: dict[tuple[str, str], int] = {}  # likewise out of `pair_totals`
         self.servers: dict[str, _Server] = {}
         self.split_candidates: dict[str, _Server] = {}  # interface-split flows, judged at the end
         self.handshakes = Counter({"single": 0, "split": 0})
         self.flows_seen = Counter({"tcp": 0, "two_sided": 0, "not_kept": 0})
 
     def on_flows(self, df: pd.DataFrame) -> None:
-        tcp = df[df["proto"] == 6]
+        tcp = df.loc[df["proto"].to_numpy() == 6, COLUMNS]
         if not len(tcp):
             return
+        col = {name: tcp[name].to_numpy() for name in NUMERIC}
         self.flows_seen["tcp"] += len(tcp)
-        self.flows_seen["two_sided"] += int(((tcp["pkts_o"] > 0) & (tcp["pkts_r"] > 0)).sum())
-        pairs = zip(tcp["orig"], tcp["resp"], strict=True)
-        for totals, keys in ((self.totals, tcp["resp"]), (self.pair_totals, pairs)):
-            for key, count in Counter(keys).items():
-                if key in totals or len(totals) < MAX_TOTALS:
-                    totals[key] += count
-        hist = tcp["history"]
-        client_side = (hist.str.contains("S", regex=False) & ~hist.str.contains("h", regex=False)
-                       & hist.str.contains("[AD]") & (tcp["ack_no_peer_o"] > 0) & (tcp["pkts_r"] == 0))
-        server_side = (hist.str.contains("h", regex=False) & ~hist.str.contains("S", regex=False)
-                       & hist.str.contains("[ad]") & (tcp["ack_no_peer_r"] > 0) & (tcp["pkts_o"] == 0))
-        single_o, single_r = _single_iface(tcp["iface_mask_o"]), _single_iface(tcp["iface_mask_r"])
-        handshake = (tcp["syn_frame"] >= 0) & (tcp["synack_frame"] >= 0) & single_o & single_r
-        split = handshake & (tcp["iface_mask_o"] != tcp["iface_mask_r"])
-        self.handshakes["single"] += int(handshake.sum())
-        self.handshakes["split"] += int(split.sum())
-        moved = (single_o & ~single_r & (tcp["iface_mask_r"] > 0) & (tcp["dupes_o"] + tcp["dupes_r"] == 0)
-                 & ((tcp["iface_mask_o"] & tcp["iface_mask_r"]) > 0))
+        self.flows_seen["two_sided"] += int(np.count_nonzero((col["pkts_o"] > 0) & (col["pkts_r"] > 0)))
+        self.totals.add(tcp[["resp"]].assign(flows=1))
+        self.pair_totals.add(tcp[["orig", "resp"]].assign(flows=1))
+        # the history is only read where the counters already point at a one-sided handshake (a few flows)
+        client_side = _history(tcp, (col["ack_no_peer_o"] > 0) & (col["pkts_r"] == 0), _client_only)
+        server_side = _history(tcp, (col["ack_no_peer_r"] > 0) & (col["pkts_o"] == 0), _server_only)
+        mask_o, mask_r = col["iface_mask_o"], col["iface_mask_r"]
+        single_o, single_r = _single_iface(mask_o), _single_iface(mask_r)
+        handshake = (col["syn_frame"] >= 0) & (col["synack_frame"] >= 0) & single_o & single_r
+        split = handshake & (mask_o != mask_r)
+        self.handshakes["single"] += int(np.count_nonzero(handshake))
+        self.handshakes["split"] += int(np.count_nonzero(split))
+        moved = (single_o & ~single_r & (mask_r > 0) & (col["dupes_o"] + col["dupes_r"] == 0)
+                 & ((mask_o & mask_r) > 0))
         self._collect(tcp[client_side], "client_only", self.servers)
         self._collect(tcp[server_side], "server_only", self.servers)
         self._collect(tcp[moved & ~split], "path_moved", self.servers)
         self._collect(tcp[split], "iface_split", self.split_candidates)
 
     def _collect(self, part: pd.DataFrame, signal: str, into: dict[str, _Server]) -> None:
+        if not len(part):
+            return  # the usual case; itertuples would build its row class even for no rows
         for rec in part.itertuples(index=False):
             entry = into.get(rec.resp)
             if entry is None:
@@ -182,10 +218,12 @@ class AsymmetricRouting(Detector):
         if single and self.handshakes["split"] / single < self.t.tap_split_share:
             for server, split in self.split_candidates.items():
                 self.servers.setdefault(server, _Server()).merge(split)
+        self._read_totals(list(self.servers))
         qualifying = {}
         for server, entry in sorted(self.servers.items()):
             flows = sum(entry.flows.values())
-            if flows >= self.t.min_flows and flows / max(self.totals.get(server, flows), flows) >= self.t.min_share:
+            total = max(self.server_flows.get(server, flows), flows)
+            if flows >= self.t.min_flows and flows / total >= self.t.min_share:
                 qualifying[server] = entry
         if not qualifying:
             return
@@ -202,6 +240,17 @@ class AsymmetricRouting(Detector):
         if rest:
             yield self._finding(rest, self._merged(qualifying[srv] for srv in rest), Severity.MEDIUM, [])
 
+    def _read_totals(self, servers: list[str]) -> None:
+        """Reduce the flow totals (once, at the end) and keep those of `servers` and of their clients."""
+        if not servers:
+            return
+        per_server, per_pair = (acc.frame() for acc in (self.totals, self.pair_totals))
+        mine = per_server[per_server["resp"].isin(servers)]  # type: ignore[index]
+        self.server_flows = dict(zip(mine["resp"].tolist(), mine["flows"].tolist(), strict=True))
+        mine = per_pair[per_pair["resp"].isin(servers)]  # type: ignore[index]
+        pairs = zip(mine["orig"].tolist(), mine["resp"].tolist(), strict=True)
+        self.pair_flows = dict(zip(pairs, mine["flows"].tolist(), strict=True))
+
     @staticmethod
     def _merged(entries: Iterable[_Server]) -> _Server:
         merged = _Server()
@@ -212,7 +261,7 @@ class AsymmetricRouting(Detector):
     def _finding(self, servers: list[str], entry: _Server, severity: Severity, caveats: list[str]) -> Finding:
         counts = {signal: entry.flows[signal] for signal in SIGNALS}
         flows = sum(counts.values())
-        total = max(sum(self.totals.get(server, 0) for server in servers), flows)
+        total = max(sum(self.server_flows.get(server, 0) for server in servers), flows)
         parts = {
             "client_only": f"{counts['client_only']} showed only the client, which ACKed a SYN-ACK never captured",
             "server_only": (f"{counts['server_only']} showed only the server, which answered a SYN and ACKed data "
@@ -253,7 +302,7 @@ class AsymmetricRouting(Detector):
                     "flows": total, "asymmetric_flows": flows, "share": round(flows / total, 3),
                     **{f"{s}_flows": counts[s] for s in SIGNALS},
                     "acks_of_unseen_packets": entry.blind_acks,
-                    "pairs": [{"client": c, "server": srv, "flows": self.pair_totals.get((c, srv), n),
+                    "pairs": [{"client": c, "server": srv, "flows": self.pair_flows.get((c, srv), n),
                                "asymmetric": n} for (c, srv), n in pairs],
                     "pairs_not_listed": len(entry.pairs) - len(pairs),
                     "flows_of_uncounted_pairs": entry.unlisted,

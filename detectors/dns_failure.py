@@ -20,6 +20,8 @@ Queries are matched to responses by (client, resolver, id, name) (plus the query
 Not resolver failures, hence ignored: responses with no query in the capture (a reflection/amplification victim
 receives those), messages other than standard queries (a dynamic UPDATE refused to a workstation is policy, not
 a resolution failure), and multicast name resolution (mDNS 5353, LLMNR 5355: only port-53 servers are judged).
+Nearly all traffic is plain exchanges (one query, answered NOERROR within `slow_s`), which only move counters:
+they are picked out and counted vectorised, and only the other messages are matched one by one.
 State stays bounded: outstanding queries are settled once they are older than `PENDING_HORIZON_S`, every table
 is capped, and each finding keeps at most `MAX_FRAMES` evidence frames.
 """
@@ -32,8 +34,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
+from pcapsense.aggregate import factorize_rows
 from pcapsense.detector import CaptureContext, Detector, tunable
 from pcapsense.findings import LAYER_OWNERS, Evidence, Finding, FlowRef, Severity, frame_filter
 
@@ -91,6 +95,13 @@ class _Message(NamedTuple):
     truncated: bool
     qname: str
     qtype: float | int | None
+
+
+class _Plain(NamedTuple):
+    """Where the plain exchanges of a delivery are: positions of their queries and of their responses."""
+
+    queries: np.ndarray
+    responses: np.ndarray
 
 
 @dataclass
@@ -206,10 +217,15 @@ class DnsFailure(Detector):
 
     def on_dns(self, df: pd.DataFrame) -> None:
         self.last_ts = max(self.last_ts, float(df["ts"].max()))
-        queries = ~df["is_response"] & (df["dport"] == SERVER_PORT)
-        responses = df["is_response"] & (df["sport"] == SERVER_PORT)
-        rows = df[(queries | responses) & (df["opcode"] == OPCODE_QUERY)]
-        for msg in map(_Message._make, zip(*(rows[name].tolist() for name in _Message._fields), strict=True)):
+        response = df["is_response"].to_numpy(dtype=bool)
+        server_port = np.where(response, df["sport"].to_numpy(), df["dport"].to_numpy())  # queries go to it
+        wanted = (server_port == SERVER_PORT) & (df["opcode"].to_numpy() == OPCODE_QUERY)
+        msgs = {name: df[name].to_numpy()[wanted] for name in _Message._fields}
+        plain = self._plain_exchanges(msgs)
+        self._count_plain(msgs, plain)
+        rest = np.ones(len(msgs["ts"]), dtype=bool)
+        rest[plain.queries] = rest[plain.responses] = False
+        for msg in map(_Message._make, zip(*(msgs[name][rest].tolist() for name in _Message._fields), strict=True)):
             if msg.is_response:
                 self._response(msg)
             else:
@@ -220,13 +236,16 @@ class DnsFailure(Detector):
         """Capture end (the latest packet of any flow), TCP/53 connections that never got through, and UDP flows
         whose resolver sent packets we could not decode as responses (IP fragments are not reassembled)."""
         self.last_ts = max(self.last_ts, float(df["last_ts"].max()))
-        udp = df[(df["proto"] == 17) & (df["resp_port"] == SERVER_PORT)]
-        for orig, port, resp, pkts in zip(udp["orig"], udp["orig_port"], udp["resp"], udp["pkts_r"], strict=True):
-            key = (orig, int(port), resp)
-            if pkts > self.decoded.pop(key, 0) and len(self.undecoded) < MAX_TRACKED:
-                self.undecoded.add(key)
-        failed = df[(df["proto"] == 6) & (df["resp_port"] == SERVER_PORT)
-                    & ((df["handshake"] == "syn-only") | (df["state"] == "REJ"))]
+        udp = df.loc[(df["proto"].to_numpy() == 17) & (df["resp_port"].to_numpy() == SERVER_PORT),
+                     ["orig", "orig_port", "resp", "pkts_r"]]
+        keys = list(zip(udp["orig"].tolist(), udp["orig_port"].tolist(), udp["resp"].tolist(), strict=True))
+        decoded = np.array([self.decoded.pop(key, 0) for key in keys], dtype=np.int64)  # forgotten with the flow
+        for at in np.flatnonzero(udp["pkts_r"].to_numpy() > decoded).tolist():
+            if len(self.undecoded) < MAX_TRACKED:
+                self.undecoded.add(keys[at])
+        tcp53 = df.loc[(df["proto"].to_numpy() == 6) & (df["resp_port"].to_numpy() == SERVER_PORT),
+                       ["orig", "resp", "syn_frame", "rst_frame", "handshake", "state"]]
+        failed = tcp53[(tcp53["handshake"] == "syn-only") | (tcp53["state"] == "REJ")]
         for r in failed.itertuples(index=False):
             key = (r.orig, r.resp)
             if key not in self.tcp53_failed and len(self.tcp53_failed) >= MAX_TRACKED:
@@ -235,6 +254,40 @@ class DnsFailure(Detector):
             frames.extend(int(f) for f in (r.syn_frame, r.rst_frame) if f >= 0 and len(frames) < MAX_QUERY_FRAMES)
 
     # -- matching ----------------------------------------------------------------------------------------------
+
+    def _plain_exchanges(self, msgs: dict[str, np.ndarray]) -> _Plain:
+        """Where the plain exchanges among `msgs` are. A plain exchange is the only query of its client/resolver/
+        name/type in these messages, over UDP and not outstanding from an earlier delivery, followed by the only
+        response to it, with the same id, NOERROR, not truncated, within `slow_s`. None is plain when a table
+        could reach its cap within these messages: then the order of the messages matters."""
+        n = len(msgs["ts"])
+        if max(len(self.pending), len(self.decoded)) + n >= MAX_TRACKED or len(self.positive) + n >= MAX_NAMES:
+            return _Plain(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        response, src, dst = msgs["is_response"].astype(bool), msgs["src"], msgs["dst"]
+        client, qtype = np.where(response, dst, src), msgs["qtype"]
+        codes, first = factorize_rows([client, np.where(response, src, dst), msgs["qname"],
+                                       np.where(pd.isna(qtype), -1, qtype)])
+        at = np.arange(n)
+        query_at, response_at = np.full(len(first), -1), np.full(len(first), -1)
+        query_at[codes[~response]], response_at[codes[response]] = at[~response], at[response]
+        once = ((np.bincount(codes[~response], minlength=len(first)) == 1)
+                & (np.bincount(codes[response], minlength=len(first)) == 1) & (response_at > query_at))
+        q, r = query_at[once], response_at[once]
+        plain = ((msgs["id"][q] == msgs["id"][r]) & (msgs["transport"][q] == "udp") & (msgs["rcode"][r] == NOERROR)
+                 & ~msgs["truncated"][r].astype(bool) & (msgs["ts"][r] - msgs["ts"][q] <= self.t.slow_s))
+        waiting = {key[0] for key in self.pending}  # clients with a query outstanding from before
+        if waiting:
+            plain &= ~pd.Series(client[q]).isin(waiting).to_numpy()
+        return _Plain(q[plain], r[plain])
+
+    def _count_plain(self, msgs: dict[str, np.ndarray], plain: _Plain) -> None:
+        """All that matching the plain exchanges one message at a time (`_query`, `_response`) would do."""
+        client, port, resolver = (msgs[name][plain.queries].tolist() for name in ("src", "sport", "dst"))
+        self.queries.update(resolver)
+        self.answered.update(resolver)
+        self.decoded.update(zip(client, port, resolver, strict=True))
+        self.positive.update(msgs["qname"][plain.responses].tolist())
+        self.responses += len(plain.responses)
 
     def _query(self, r: _Message) -> None:
         client, resolver, qname = r.src, r.dst, r.qname

@@ -31,17 +31,23 @@ ICMP frag-needed / Packet Too Big quoting this flow was seen (and then ignored b
 PMTUD that works (ICMP quoting a captured flow, reporting an MTU below the quoted packet's size) is reported as
 one informational finding per sender/receiver pair ("PMTUD working, path MTU = X"): not a fault, but the number
 the network team needs for MSS clamping, and the proof that ICMP is not filtered on that path.
+
+State stays bounded and the work vectorised: the transmissions of retransmitted segments of open connections
+(at most `MAX_TRACKED_SEGMENTS` segments, the first `MAX_ROWS_PER_SEGMENT` transmissions of each) and the clean
+sizes per sender/receiver pair are held as rows and reduced with one groupby; when a connection's record
+arrives, only its segments resent often enough to be stuck are looked at one by one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from pcapsense.aggregate import Accumulator, KeyIds, head_by
 from pcapsense.detector import CaptureContext, Detector, tunable
 from pcapsense.findings import Evidence, Finding, FlowRef, Severity, frame_filter
 
@@ -52,6 +58,9 @@ MAX_ICMP_FLOWS = 10_000  # distinct quoted 5-tuples of frag-needed / Packet Too 
 MAX_PAIRS = 200_000  # sender/receiver pairs whose clean-connection maximum is kept
 MAX_CASES = 10_000  # stuck segments kept for the findings; further ones are counted
 IP_TCP_HEADERS = {False: 40, True: 60}  # IPv4/IPv6 header + TCP header without options: MTU - this = MSS
+COLUMNS = ["conn_id", "orig", "orig_port", "resp", "resp_port", "handshake",  # the flow-record columns read here
+           *(f"{name}{suffix}" for suffix in ("_o", "_r") for name in (
+               "mss", "retrans", "fast_retrans", "ooo", "max_seg", "max_acked_seg", "max_ip_len"))]
 
 REMEDY = ("Clamp the TCP MSS on the tunnel/router to the path MTU minus 40 (IPv4) / 60 (IPv6) so no oversized "
           "packet is ever sent; allow ICMP type 3 code 4 and ICMPv6 Packet Too Big through firewalls and security "
@@ -82,8 +91,9 @@ class Thresholds:
         doc="emit an informational finding when ICMP frag-needed / Packet Too Big shows PMTUD working")
 
 
-@dataclass
-class _Transmission:
+class _Transmission(NamedTuple):
+    """One transmission of a retransmitted segment."""
+
     ts: float
     frame: int
     resend: bool  # a retransmission or fast retransmission (not an out-of-order segment)
@@ -91,6 +101,18 @@ class _Transmission:
     ip_len: int
     df: bool
     acked: bool
+
+
+SEGMENT = ["conn_id", "direction", "rel_seq"]  # what identifies a segment
+
+
+def _transmissions(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the tcp_retransmissions stream as kept: the segment and a `_Transmission`."""
+    return pd.DataFrame({
+        **{c: rows[c].to_numpy(np.int64) for c in SEGMENT}, "ts": rows["ts"].to_numpy(np.float64),
+        "frame": rows["frame"].to_numpy(np.int64), "resend": (rows["kind"] != "out-of-order").to_numpy(dtype=bool),
+        "payload": rows["payload_len"].to_numpy(np.int64), "ip_len": rows["ip_len"].to_numpy(np.int64),
+        "df": rows["df"].to_numpy(dtype=bool), "acked": rows["acked"].to_numpy(dtype=bool)})
 
 
 @dataclass
@@ -102,6 +124,14 @@ class _Icmp:
     frames: list[int] = field(default_factory=list)
     first_ts: float = 0.0
     count: int = 0
+
+
+class _Stuck(NamedTuple):
+    """One sequence number of a closed connection, resent like a stuck full-size segment."""
+
+    direction: int
+    sent: list[_Transmission]  # every transmission of it
+    stuck: list[_Transmission]  # the resends at the largest resent size
 
 
 @dataclass
@@ -121,6 +151,16 @@ class _Case:
     max_ip_len: int
 
 
+def _first_pairs(df: pd.DataFrame) -> pd.DataFrame:
+    """Largest clean IP packet per (sender, receiver), for the first MAX_PAIRS pairs to arrive: a later pair is
+    never counted, so a kept pair's maximum covers all its connections."""
+    best = df.groupby(["sender", "receiver"], sort=False, as_index=False).agg(ok=("ok", "max"),
+                                                                              arrival=("arrival", "min"))
+    if len(best) <= MAX_PAIRS:
+        return best
+    return best.sort_values(["arrival", "sender", "receiver"], kind="stable").head(MAX_PAIRS)
+
+
 class PmtudBlackhole(Detector):
     id = "pmtud-blackhole"
     layer = "L3"
@@ -129,10 +169,11 @@ class PmtudBlackhole(Detector):
 
     def __init__(self, thresholds: Thresholds, context: CaptureContext) -> None:
         super().__init__(thresholds, context)
-        self.segments: dict[tuple[int, int, int], list[_Transmission]] = {}
-        self.by_conn: dict[int, set[tuple[int, int, int]]] = {}
+        self.segment_ids = KeyIds(SEGMENT)  # the retransmitted segments of open connections
+        self.sent = Accumulator(head_by("sid", MAX_ROWS_PER_SEGMENT, ["sid"]))  # their first transmissions
         self.icmp: dict[tuple[str, int, str, int], _Icmp] = {}
-        self.pair_ok: dict[tuple[str, str], int] = {}  # (sender, receiver) -> largest clean IP packet ACKed
+        self.pair_ok = Accumulator(_first_pairs)  # (sender, receiver) -> largest clean IP packet ACKed
+        self.deliveries = 0  # flow deliveries so far: the order in which pairs arrive
         self.cases: list[_Case] = []
         self.icmp_flows: dict[tuple[str, str], list[tuple[FlowRef, _Icmp]]] = {}
         self.dropped = 0
@@ -140,22 +181,17 @@ class PmtudBlackhole(Detector):
     # -- streams ------------------------------------------------------------------------------------------------
 
     def on_tcp_retransmissions(self, df: pd.DataFrame) -> None:
-        rows = df[(df["kind"] != "duplicate") & (df["payload_len"] > 0)]  # mirrored copies are not resends
-        resend = (rows["kind"] != "out-of-order").tolist()
-        for conn, direction, seq, ts, frame, again, payload, ip_len, dfbit, acked in zip(
-                rows["conn_id"].tolist(), rows["direction"].tolist(), rows["rel_seq"].tolist(), rows["ts"].tolist(),
-                rows["frame"].tolist(), resend, rows["payload_len"].tolist(), rows["ip_len"].tolist(),
-                rows["df"].tolist(), rows["acked"].tolist(), strict=True):
-            key = (conn, direction, seq)
-            sent = self.segments.get(key)
-            if sent is None:
-                if len(self.segments) >= MAX_TRACKED_SEGMENTS:
-                    self.dropped += 1
-                    continue
-                sent = self.segments[key] = []
-                self.by_conn.setdefault(conn, set()).add(key)
-            if len(sent) < MAX_ROWS_PER_SEGMENT:
-                sent.append(_Transmission(ts, frame, again, payload, ip_len, bool(dfbit), bool(acked)))
+        """Keep the transmissions of each retransmitted segment (connection, direction, sequence) until the
+        connection's flow record arrives: the first MAX_ROWS_PER_SEGMENT of each, for at most
+        MAX_TRACKED_SEGMENTS segments at once (the transmissions of further segments are counted, not kept)."""
+        rows = df[(df["kind"] != "duplicate").to_numpy() & (df["payload_len"] > 0).to_numpy()]  # no mirrored copies
+        tracked, first_new = len(self.segment_ids.ids), self.segment_ids.next_id
+        sid = self.segment_ids.encode(rows)
+        # new segments get the ids from first_new on, in order of appearance: those past the cap are not tracked
+        tracked_ids = sid < first_new + max(MAX_TRACKED_SEGMENTS - tracked, 0)
+        self.segment_ids.forget(np.unique(sid[~tracked_ids]))
+        self.dropped += int(np.count_nonzero(~tracked_ids))
+        self.sent.add(_transmissions(rows[tracked_ids]).assign(sid=sid[tracked_ids]))
 
     def on_icmp_errors(self, df: pd.DataFrame) -> None:
         ptb = ((~df["v6"] & (df["type"] == 3) & (df["code"] == 4)) | (df["v6"] & (df["type"] == 2)))
@@ -178,11 +214,12 @@ class PmtudBlackhole(Detector):
                 entry.frames.append(frame)
 
     def on_flows(self, df: pd.DataFrame) -> None:
-        tcp = df[df["proto"] == 6]
+        tcp = df.loc[df["proto"].to_numpy() == 6, COLUMNS]
         self._learn_clean_sizes(tcp)
-        for rec in tcp[tcp["conn_id"].isin(list(self.by_conn))].itertuples(index=False):
-            for key in sorted(self.by_conn.pop(rec.conn_id)):
-                case = self._resolve(rec, key[1], self.segments.pop(key))
+        stuck = self._stuck_segments(self._forget_segments(tcp["conn_id"]))
+        for rec in tcp[tcp["conn_id"].isin(list(stuck))].itertuples(index=False):
+            for segment in stuck[rec.conn_id]:
+                case = self._resolve(rec, segment)
                 if case is not None and len(self.cases) < MAX_CASES:
                     self.cases.append(case)
                 elif case is not None:
@@ -194,25 +231,61 @@ class PmtudBlackhole(Detector):
 
     def _learn_clean_sizes(self, tcp: pd.DataFrame) -> None:
         """Largest ACKed IP packet per (sender, receiver) over directions with no retransmission of any kind:
-        there every ACKed segment arrived at the size it was sent (the "small page that works")."""
-        for side, peer, suffix in (("orig", "resp", "_o"), ("resp", "orig", "_r")):
-            clean = (tcp[f"retrans{suffix}"] + tcp[f"fast_retrans{suffix}"] + tcp[f"ooo{suffix}"] == 0) & (
-                tcp[f"max_acked_seg{suffix}"] > 0)
-            part = tcp[clean]
-            overhead = (part[f"max_ip_len{suffix}"] - part[f"max_seg{suffix}"]).clip(lower=0)
-            sizes = (part[f"max_acked_seg{suffix}"] + overhead).groupby([part[side], part[peer]]).max()
-            for pair, size in sizes.items():
-                if pair in self.pair_ok or len(self.pair_ok) < MAX_PAIRS:
-                    self.pair_ok[pair] = max(self.pair_ok.get(pair, 0), int(size))
+        there every ACKed segment arrived at the size it was sent (the "small page that works"). Only a few
+        pairs are ever looked up (those with a stuck segment), so the rows are reduced when they pile up and
+        read at the end."""
+        self.deliveries += 1
+        for direction, (side, peer, suffix) in enumerate((("orig", "resp", "_o"), ("resp", "orig", "_r"))):
+            col = {name: tcp[f"{name}{suffix}"].to_numpy()
+                   for name in ("retrans", "fast_retrans", "ooo", "max_acked_seg", "max_ip_len", "max_seg")}
+            clean = (col["retrans"] + col["fast_retrans"] + col["ooo"] == 0) & (col["max_acked_seg"] > 0)
+            overhead = np.maximum(col["max_ip_len"][clean] - col["max_seg"][clean], 0)
+            self.pair_ok.add(pd.DataFrame({
+                "sender": tcp[side].to_numpy()[clean], "receiver": tcp[peer].to_numpy()[clean],
+                "ok": col["max_acked_seg"][clean] + overhead, "arrival": 2 * self.deliveries + direction}))
 
-    def _resolve(self, rec: Any, direction: int, sent: list[_Transmission]) -> _Case | None:
-        """Decide whether the retransmissions of one sequence number are a stuck full-size segment."""
-        t = self.t
-        suffix, peer_suffix = ("_o", "_r") if direction == 0 else ("_r", "_o")
+    def _forget_segments(self, conns: pd.Series) -> pd.DataFrame:
+        """Stop tracking the segments of the connections `conns`; their transmissions are returned."""
+        sent = self.sent.frame()
+        if sent is None:
+            return pd.DataFrame(columns=[*SEGMENT, "sid", *_Transmission._fields])
+        ending = sent["conn_id"].isin(conns).to_numpy()
+        self.sent.keep(lambda _: ~ending)  # `_` is `sent`, already reduced
+        self.segment_ids.forget(np.unique(sent["sid"].to_numpy()[ending]))
+        return sent[ending]
+
+    def _stuck_segments(self, sent: pd.DataFrame) -> dict[int, list[_Stuck]]:
+        """The segments among `sent` that were retransmitted like a stuck full-size segment, per connection in
+        sequence order. Only segments resent at least `min_rto_retransmissions` times can be (nearly all are
+        resent once), so they are picked out vectorised and only those are looked at one by one."""
+        resends = sent.groupby("sid")["resend"].transform("sum").to_numpy() >= self.t.min_rto_retransmissions
+        suspects = sent[resends].sort_values(SEGMENT, kind="stable")
+        segments: dict[tuple[int, int, int], list[_Transmission]] = {}
+        keys = zip(*(suspects[c].tolist() for c in SEGMENT), strict=True)
+        transmissions = zip(*(suspects[c].tolist() for c in _Transmission._fields), strict=True)
+        for key, tx in zip(keys, transmissions, strict=True):
+            segments.setdefault(key, []).append(_Transmission._make(tx))
+        found: dict[int, list[_Stuck]] = {}
+        for (conn, direction, _), transmissions in segments.items():
+            stuck = self._stuck(transmissions)
+            if stuck:
+                found.setdefault(conn, []).append(_Stuck(direction, transmissions, stuck))
+        return found
+
+    def _stuck(self, sent: list[_Transmission]) -> list[_Transmission]:
+        """The resends at the largest resent size, if there are enough of them and they back off like RTOs."""
         big = max((x.payload for x in sent if x.resend), default=0)
         stuck = [x for x in sent if x.resend and x.payload == big]
-        if len(stuck) < t.min_rto_retransmissions or not self._backs_off([x.ts for x in stuck]):
-            return None
+        if len(stuck) < self.t.min_rto_retransmissions or not self._backs_off([x.ts for x in stuck]):
+            return []
+        return stuck
+
+    def _resolve(self, rec: Any, segment: _Stuck) -> _Case | None:
+        """Decide whether the stuck copies of one sequence number are a full-size segment that never got through."""
+        t = self.t
+        direction, sent, stuck = segment
+        suffix, peer_suffix = ("_o", "_r") if direction == 0 else ("_r", "_o")
+        big = stuck[0].payload
         sender, receiver = (rec.orig, rec.resp) if direction == 0 else (rec.resp, rec.orig)
         v6 = ":" in sender
         if not (v6 or all(x.df for x in stuck)):
@@ -243,7 +316,9 @@ class PmtudBlackhole(Detector):
 
     def _note_icmp_flows(self, tcp: pd.DataFrame) -> None:
         """Remember which captured flows ICMP frag-needed / PTB quoted (for the 'PMTUD working' note)."""
-        cols = [tcp[c].tolist() for c in ("orig", "orig_port", "resp", "resp_port")]
+        hosts = {key[0] for key in self.icmp} | {key[2] for key in self.icmp}
+        quoted = tcp[tcp["orig"].isin(hosts).to_numpy() & tcp["resp"].isin(hosts).to_numpy()]  # the few that can be
+        cols = [quoted[c].tolist() for c in ("orig", "orig_port", "resp", "resp_port")]
         for orig, oport, resp, rport in zip(*cols, strict=True):
             for key in ((resp, rport, orig, oport), (orig, oport, resp, rport)):
                 entry = self.icmp.get(key)
@@ -261,26 +336,37 @@ class PmtudBlackhole(Detector):
     # -- findings -----------------------------------------------------------------------------------------------
 
     def finish(self) -> Iterable[Finding]:
+        pair_ok = self._clean_sizes({(case.sender, case.receiver) for case in self.cases})
         groups: dict[tuple[str, str], list[_Case]] = {}
         for case in self.cases:
-            ok = max(self.pair_ok.get((case.sender, case.receiver), 0), case.ok_ip_len)
+            ok = max(pair_ok.get((case.sender, case.receiver), 0), case.ok_ip_len)
             if ok < case.stuck[0].ip_len and (ok or case.handshake):
                 groups.setdefault((case.sender, case.receiver), []).append(case)
         for (sender, receiver), cases in groups.items():
-            yield self._blackhole(sender, receiver, cases)
+            yield self._blackhole(sender, receiver, cases, pair_ok.get((sender, receiver), 0))
         blackholed = set(groups)
         for (sender, receiver), flows in self.icmp_flows.items():
             if (sender, receiver) not in blackholed:
                 yield self._working(sender, receiver, flows)
 
-    def _blackhole(self, sender: str, receiver: str, cases: list[_Case]) -> Finding:
+    def _clean_sizes(self, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The largest clean IP packet of each of `pairs` (reduced here, once, for these pairs only)."""
+        frame = self.pair_ok.frame() if pairs else None
+        if frame is None:
+            return {}
+        rows = frame[frame["sender"].isin({sender for sender, _ in pairs})]
+        found = zip(zip(rows["sender"].tolist(), rows["receiver"].tolist(), strict=True), rows["ok"].tolist(),
+                    strict=True)
+        return {pair: ok for pair, ok in found if pair in pairs}
+
+    def _blackhole(self, sender: str, receiver: str, cases: list[_Case], clean_ok: int) -> Finding:
         v6 = cases[0].v6
         stalled = [c for c in cases if c.outcome == "stalled"]
         fallback = [c for c in cases if c.outcome == "fallback"]
         icmp = [e for e in (self._icmp_for(c) for c in cases) if e is not None]
         stuck_ip = min(c.stuck[0].ip_len for c in cases)
         stuck_payload = min(c.stuck[0].payload for c in cases)
-        ok_ip = max([self.pair_ok.get((sender, receiver), 0), *(c.ok_ip_len for c in cases)])
+        ok_ip = max([clean_ok, *(c.ok_ip_len for c in cases)])
         icmp_mtu = min((e.mtu for e in icmp), default=0)
         path_mtu, upper = (icmp_mtu, icmp_mtu) if icmp_mtu else (ok_ip, stuck_ip - 1)
         headers = IP_TCP_HEADERS[v6]

@@ -58,6 +58,8 @@ OWNER = "Service team (connection pool sizing, informed by port/conntrack limits
 CHANNELS = ("new", "reuse", "rejected", "client_closed_first", "server_closed_first")
 RANKS = {"ports": Rank((1, -1, 0, 0, 0), ("new",)), "reuse": Rank((0, 1, 0, 0, 0), ("new",))}
 EVIDENCE_REJECTED, EVIDENCE_REUSE, EVIDENCE_PLAIN = 0, 1, 2  # evidence order
+COLUMNS = ["orig", "orig_port", "resp", "resp_port", "history", "reuse_gap_s", "prev_closed", "fin_first_dir",
+           "syn_ts", "first_ts", "syn_frame", "rst_frame"]  # the flow-record columns read here
 STATS = {"port_min": "min", "port_max": "max", "gap_sum": "sum", "gap_min": "min", "reuses": "sum"}
 
 
@@ -109,12 +111,13 @@ class PortExhaustion(Detector):
         self.evidence = Accumulator(head_by("kid", MAX_FRAMES, ["kind", "syn_frame"]))
 
     def on_flows(self, df: pd.DataFrame) -> None:
-        tcp = df[(df["proto"] == 6) & (df["handshake"] != "none")]
+        tcp = df.loc[(df["proto"].to_numpy() == 6) & (df["handshake"].to_numpy() != "none"), COLUMNS]
         if not len(tcp):
             return
         gap = tcp["reuse_gap_s"].to_numpy(np.float64)
         reuse = (gap < self.t.time_wait_s) & (tcp["prev_closed"].to_numpy() == 1)  # NaN compares False
-        rejected = reuse & _first_answer(tcp["history"]).isin(("a", "r")).to_numpy()
+        rejected = reuse.copy()  # the history is read for the reuses only
+        rejected[reuse] = _first_answer(tcp["history"][reuse]).isin(("a", "r")).to_numpy()
         closer = tcp["fin_first_dir"].to_numpy()
         counts = np.column_stack([np.ones(len(tcp), dtype=bool), reuse, rejected, closer == 0, closer == 1])
         kid = self.ids.encode(tcp)

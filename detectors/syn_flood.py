@@ -78,6 +78,8 @@ class Thresholds:
 
 
 CHANNELS = ("half_open", "unanswered", "refused", "completed", "retransmitted", "synack_retrans")
+COLUMNS = ["orig", "orig_port", "resp", "resp_port", "handshake", "history", "state", "synack_retrans", "syn_ts",
+           "first_ts", "syn_frame", "synack_frame"]  # the flow-record columns read here
 RANKS = {"half_open": Rank((1, 0, 0, 0, 0, 0), ("half_open",)), "unanswered": Rank((0, 1, 0, 0, 0, 0), ("unanswered",))}
 
 
@@ -105,15 +107,17 @@ class SynFlood(Detector):
         self.evidence = Accumulator(head_by("kid", MAX_FRAMES, ["syn_frame"]))
 
     def on_flows(self, df: pd.DataFrame) -> None:
-        tcp = df[(df["proto"] == 6) & (df["handshake"] != "none")]
+        tcp = df.loc[(df["proto"].to_numpy() == 6) & (df["handshake"].to_numpy() != "none"), COLUMNS]
         if not len(tcp):
             return
+        handshake = tcp["handshake"].to_numpy()
+        half = handshake == "half-open"
         # a server that sent data, a pure ACK or a FIN got the ACK on another path: it left SYN_RECV
-        half = ((tcp["handshake"] == "half-open") & ~tcp["history"].str.contains("[daf]")).to_numpy()
-        syn_only = (tcp["handshake"] == "syn-only").to_numpy()
-        refused = syn_only & (tcp["state"] == "REJ").to_numpy()
+        half[half] = ~tcp["history"][half].str.contains("[daf]").to_numpy(dtype=bool)
+        syn_only = handshake == "syn-only"
+        refused = syn_only & (tcp["state"].to_numpy() == "REJ")
         retrans = tcp["synack_retrans"].to_numpy()
-        counts = np.column_stack([half, syn_only & ~refused, refused, (tcp["handshake"] == "complete").to_numpy(),
+        counts = np.column_stack([half, syn_only & ~refused, refused, handshake == "complete",
                                   half & (retrans > 0), np.where(half, retrans, 0)]).astype(np.int64)
         kid = self.ids.encode(tcp)
         dropped = self.series.add(kid, tcp["syn_ts"].fillna(tcp["first_ts"]).to_numpy(), counts)

@@ -43,6 +43,9 @@ SILENCE_PROVEN = ("idle-timeout", "superseded-by-reuse")
 MAX_TRACKED = 100_000  # open connections with a ClientHello; judged failures waiting for the capture end
 MAX_FRAMES = 50  # evidence frames per finding
 MAX_LISTED = 20  # flows / clients listed per finding
+FLOW_COLUMNS = ["conn_id", "orig", "orig_port", "resp", "resp_port", "pkts_o", "pkts_r", "synack_frame", "ttl_first_r",
+                "rst_frame", "rst_dir", "rst_ttl", "fin_first_dir", "fin_ts", "last_frame", "last_ts",
+                "end_reason"]  # what a connection is judged on
 
 # What a fatal alert tells the on-call engineer (IANA TLS Alert registry meanings, RFC 8446 §6.2).
 ALERT_MEANING = {
@@ -211,7 +214,7 @@ class TlsHandshakeFailure(Detector):
 
     def on_flows(self, df: pd.DataFrame) -> None:
         self.last_ts = max(self.last_ts, float(df["last_ts"].max()))
-        for rec in df[df["conn_id"].isin(self.open.keys())].itertuples(index=False):
+        for rec in df.loc[df["conn_id"].isin(self.open.keys()).to_numpy(), FLOW_COLUMNS].itertuples(index=False):
             self._judge(self.open.pop(rec.conn_id), rec)
 
     # -- judging one connection --------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ busiest sliding window, all with hard bounds on the number of keys and rows kept
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +60,19 @@ def head_by(columns: str | list[str], n: int, order: list[str]) -> Callable[[pd.
     return lambda df: df.sort_values(order, kind="stable").groupby(columns, sort=False).head(n)
 
 
+def factorize_rows(columns: Sequence[pd.Series | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A code per row of the equally long `columns`, equal for equal rows and numbered in order of first
+    appearance, and the position of each code's first row. One factorize per column and one per combination of
+    integer codes: much cheaper than hashing a tuple per row (a MultiIndex), which matters with string columns."""
+    codes = np.zeros(len(columns[0]), dtype=np.int64)
+    for column in columns:
+        column_codes, uniques = pd.factorize(column, use_na_sentinel=False)
+        codes, _ = pd.factorize(codes * len(uniques) + column_codes)  # re-numbered: stays below len(codes) ** 2
+    seen = np.maximum.accumulate(codes)
+    first = np.flatnonzero(np.r_[True, codes[1:] > seen[:-1]]) if len(codes) else codes  # where codes are new
+    return codes, first
+
+
 class KeyIds:
     """Stable int64 ids for composite keys (server:port, client -> server:port), so that every later reduction
     groups on one integer column instead of several object ones. Forgotten keys give their id up for good."""
@@ -71,17 +84,15 @@ class KeyIds:
         self.next_id = 0
 
     def encode(self, df: pd.DataFrame) -> np.ndarray:
-        codes, uniques = pd.MultiIndex.from_frame(df[self.columns]).factorize()
-        ids = np.fromiter((self._id(key) for key in uniques), dtype=np.int64, count=len(uniques))
-        return ids[codes]
-
-    def _id(self, key: tuple[object, ...]) -> int:
-        found = self.ids.get(key)
-        if found is None:
-            found = self.ids[key] = self.next_id
-            self.keys[found] = key
-            self.next_id += 1
-        return found
+        """The id of each row's key; keys not seen before get the next ids, in order of first appearance."""
+        codes, first = factorize_rows([df[column] for column in self.columns])
+        uniques = list(zip(*(df[column].to_numpy()[first].tolist() for column in self.columns), strict=True))
+        new = [key for key in uniques if key not in self.ids]
+        numbers = range(self.next_id, self.next_id + len(new))
+        self.ids.update(zip(new, numbers, strict=True))
+        self.keys.update(zip(numbers, new, strict=True))
+        self.next_id += len(new)
+        return np.fromiter(map(self.ids.__getitem__, uniques), dtype=np.int64, count=len(uniques))[codes]
 
     def key(self, kid: int) -> tuple[object, ...]:
         return self.keys[kid]

@@ -13,9 +13,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
-from pcapsense.detector import Detector, parse_overrides
+from pcapsense.detector import CaptureContext, Detector, parse_overrides
 from pcapsense.engine import AnalysisOptions, analyze
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Finding, FlowRef, Severity
@@ -215,6 +216,62 @@ def test_dns_truncated_answer_with_tcp53_blocked(tmp_path: Path) -> None:
     assert finding.evidence.metrics["tcp53_connections_failed"] == 1
     assert "never answered or was refused" in finding.summary
     assert 3 in finding.evidence.frames  # the first SYN (frames 1-2 are the UDP query and its TC=1 answer)
+
+
+class _OneByOne(DnsFailure):
+    """dns-failure with every message matched one at a time (no plain exchange counted vectorised)."""
+
+    def _plain_exchanges(self, msgs: dict[str, Any]) -> Any:
+        return super()._plain_exchanges({name: values[:0] for name, values in msgs.items()})
+
+
+def test_dns_plain_exchanges_count_as_matching_one_by_one(tmp_path: Path) -> None:
+    """Counting plain exchanges vectorised gives exactly the findings of matching every message one by one, on
+    traffic mixing them with everything that is not plain: retries, slow, missing, failed, NXDOMAIN and truncated
+    answers, a wrong id, the same name asked twice at once."""
+    rng = random.Random(11)
+    cap = Capture(rng)
+    clients = [host(f"10.9.1.{i}", 9100 + i) for i in range(1, 25)]
+    resolvers = [RESOLVER, host("10.9.0.54", 9054)]
+    outcomes = ["plain"] * 12 + ["slow", "none", "retry", "servfail", "nxdomain", "truncated", "wrong-id", "twice"]
+    for i in range(3000):
+        t, client, resolver = BASE_NS + ms(7 * i), rng.choice(clients), rng.choice(resolvers)
+        name, outcome = f"n{rng.randrange(60)}.example.com", rng.choice(outcomes)
+        latency = {"slow": sec(1.5), "none": None}.get(outcome, ms(rng.randrange(1, 900)))
+        rcode = {"servfail": b.RCODE_SERVFAIL, "nxdomain": b.RCODE_NXDOMAIN}.get(outcome, b.RCODE_NOERROR)
+        if outcome in ("retry", "twice"):
+            dns_exchange(cap, t, client, resolver, name, latency=None, sport=40000 + i % 1000)
+        if outcome == "wrong-id":
+            cap.udp(t + ms(3), resolver, client, 53, 40000 + i % 1000, b.dns_response(1, name, b.QTYPE_A))
+        dns_exchange(cap, t + (ms(1) if outcome in ("retry", "twice") else 0), client, resolver, name,
+                     latency=latency, rcode=rcode, truncated=outcome == "truncated",
+                     sport=40000 + i % 1000 if outcome == "retry" else None,
+                     answers=[b.a_record("192.0.2.7")] if rcode == b.RCODE_NOERROR else ())
+    path = write(tmp_path, "mixed_dns.pcap", cap)
+    findings = [f.to_dict() for f in run(path, DnsFailure)]
+    assert {f["evidence"]["metrics"]["kind"] for f in findings} >= {"no-answer", "error-rcode", "slow", "nxdomain"}
+    assert findings == [f.to_dict() for f in run(path, _OneByOne)]
+
+
+def _dns_rows(*messages: tuple[float, bool, int]) -> pd.DataFrame:
+    """dns stream rows of (ts, is_response, id) between CLIENT:40000 and RESOLVER:53 for one name."""
+    rows = [{"frame": i + 1, "ts": ts, "conn_id": 1, "src": RESOLVER.ip if response else CLIENT.ip,
+             "sport": 53 if response else 40000, "dst": CLIENT.ip if response else RESOLVER.ip,
+             "dport": 40000 if response else 53, "transport": "udp", "id": txid, "is_response": response,
+             "opcode": 0, "rcode": 0, "truncated": False, "qname": "api.example.com", "qtype": 1}
+            for i, (ts, response, txid) in enumerate(messages)]
+    return pd.DataFrame(rows)
+
+
+def test_dns_exchange_pending_from_an_earlier_delivery_is_not_plain() -> None:
+    """A retry answered in the next delivery looks plain there, but the client has been waiting since its
+    first attempt: the answer is slow."""
+    det = DnsFailure(DnsFailure.Thresholds(), CaptureContext("x", (1,), 1))
+    det.on_dns(_dns_rows((0.0, False, 1)))
+    det.on_dns(_dns_rows((2.0, False, 2), (2.01, True, 2)))
+    (finding,) = det.finish()
+    assert finding.evidence.metrics["kind"] == "slow" and finding.evidence.metrics["max_latency_s"] == 2.01
+    assert det.queries[RESOLVER.ip] == det.answered[RESOLVER.ip] == 1
 
 
 # -- tls-handshake-failure ----------------------------------------------------------------------------------------

@@ -13,12 +13,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from pcapsense.detector import Detector
+from pcapsense.detector import CaptureContext, Detector
 from pcapsense.engine import AnalysisOptions, analyze
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Finding, Severity
+from pcapsense_detectors import pmtud_blackhole as pmtud
 from pcapsense_detectors.asymmetric_routing import AsymmetricRouting
 from pcapsense_detectors.pmtud_blackhole import PmtudBlackhole
 from sample_pcaps import build as b
@@ -189,6 +191,33 @@ def test_pmtud_full_size_loss_recovered_at_full_size_is_not_a_black_hole(tmp_pat
     cap = Capture(random.Random(3))
     stuck_full_size(cap, server_conn(cap), 3, delivered_last=True)
     assert run(PmtudBlackhole, write(tmp_path, "recovered.pcap", cap)) == []
+
+
+def _retransmissions(*segments: tuple[int, int]) -> pd.DataFrame:
+    """tcp_retransmissions rows, one full-size resend per (connection, sequence) given, in that order."""
+    return pd.DataFrame([{"frame": i + 1, "ts": float(i), "conn_id": conn, "direction": 0, "kind": "retransmission",
+                          "rel_seq": seq, "seg_len": 1448, "payload_len": 1448, "ip_len": 1500, "df": True,
+                          "flags": 16, "ttl": 64, "acked": False} for i, (conn, seq) in enumerate(segments)])
+
+
+def _closed(*conns: int) -> pd.DataFrame:
+    """Flow records (only what pmtud-blackhole reads) of TCP connections that ended."""
+    return pd.DataFrame([{column: 0 for column in pmtud.COLUMNS}
+                         | {"conn_id": conn, "proto": 6, "orig": CLIENT.ip, "resp": SERVER.ip} for conn in conns])
+
+
+def test_pmtud_segment_tracking_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most MAX_TRACKED_SEGMENTS segments are tracked at once (the resends of further segments are counted as
+    not examined) and at most MAX_ROWS_PER_SEGMENT transmissions of each; closing a connection frees its room."""
+    monkeypatch.setattr(pmtud, "MAX_TRACKED_SEGMENTS", 2)
+    monkeypatch.setattr(pmtud, "MAX_ROWS_PER_SEGMENT", 3)
+    det = PmtudBlackhole(PmtudBlackhole.Thresholds(), CaptureContext("x", (1,), 1))
+    det.on_tcp_retransmissions(_retransmissions((1, 10), (1, 20), (1, 10), (2, 30), (2, 30), *[(1, 10)] * 3))
+    kept = det.sent.frame()
+    assert det.dropped == 2 and kept.groupby("rel_seq").size().to_dict() == {10: 3, 20: 1}
+    det.on_flows(_closed(1))
+    det.on_tcp_retransmissions(_retransmissions((2, 30), (2, 30)))
+    assert det.dropped == 2 and det.sent.frame()["rel_seq"].tolist() == [30, 30]
 
 
 # -- asymmetric-routing -----------------------------------------------------------------------------------------

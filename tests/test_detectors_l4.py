@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pcapsense.aggregate import factorize_rows
 from pcapsense.engine import AnalysisOptions, analyze
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Finding, Severity, frame_filter
@@ -345,6 +346,17 @@ def test_windowed_bins_halve_keys_when_recent_rows_overflow() -> None:
     dropped = bins.add(kids, times, (kids + 1)[:, None])
     assert sorted(dropped) == list(range(6)) and len(bins.bins.frame()) == 20
     assert sorted(bins.peaks("a")["kid"]) == [6, 7, 8, 9]
+
+
+def test_factorize_rows_numbers_rows_like_a_multiindex() -> None:
+    """Equal rows share a code, codes count up in order of first appearance, `first` is where each appears."""
+    rng = np.random.default_rng(5)
+    columns = [pd.Series(rng.choice(["10.0.0.1", "10.0.0.2", "::1"], 500), dtype="str"), rng.integers(0, 4, 500)]
+    codes, first = factorize_rows(columns)
+    expected, uniques = pd.MultiIndex.from_arrays(columns).factorize()
+    assert codes.tolist() == expected.tolist() and len(first) == len(uniques)
+    assert first.tolist() == [codes.tolist().index(code) for code in range(len(first))]
+    assert [len(part) for part in factorize_rows([np.zeros(0)])] == [0, 0]
 
 
 def test_key_ids_are_stable_and_forgettable() -> None:

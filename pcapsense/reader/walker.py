@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from pcapsense.reader.batch import CaptureFault, Interface
 from pcapsense.reader.chunks import ChunkStream
+
+# struct prefix of the machine's byte order: fields in this order can be read through a uint32 memoryview
+NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
 
 
 @dataclass

@@ -2,20 +2,23 @@
 
 Selection is done with masks over the decoded columns, so a detector sees only the packets it cares about
 (ARP, broadcasts, ICMP errors, retransmissions, DNS, TLS handshakes, HTTP header segments) plus flow records.
-Streams nobody subscribes to are never built. Deep payload decoding (DNS, TLS, HTTP) happens here, on the
-selected packets only, through the hardened decoders; failures are counted per kind.
+Streams nobody subscribes to are never built. A selection tests its rarest condition over the whole batch and
+the others only on the rows that passed it: a pass over a batch column costs far more than the few rows kept.
+Deep payload decoding (DNS, TLS, HTTP) happens here, on the selected packets only, through the hardened
+decoders; failures are counted per kind.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pcapsense.decode.columns import ETH_ARP, ETH_IPV4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packets
-from pcapsense.decode.dns import RCODE_NAMES, parse_dns
+from pcapsense.decode.dns import RCODE_NAMES, DnsMessage, parse_dns
 from pcapsense.decode.gather import Gather
 from pcapsense.decode.http import METHOD_PREFIXES, find_header_end, parse_http_request_start
 from pcapsense.decode.linktypes import BROADCAST_MAC
@@ -26,14 +29,29 @@ from pcapsense.flows import FlowInfo
 
 DNS_PORTS = (53, 5353, 5355)
 TLS_CONTENT_TYPES = (0x15, 0x16)  # alert, handshake: the records that tell how a handshake went
+TLS_RECORD_PREFIXES = tuple(content_type << 8 | 3 for content_type in TLS_CONTENT_TYPES)  # type, version major 3
+ARP_IPV4_BYTES = 28  # an ARP packet for IPv4 over Ethernet
+ARP_ETHER_IPV4 = 1 << 32 | ETH_IPV4 << 16 | 6 << 8 | 4  # hardware type 1 (Ethernet), IPv4, address lengths 6, 4
 FRAME_HASH_BYTES = 64
+FNV_OFFSET, FNV_PRIME = 0xCBF29CE484222325, 0x100000001B3  # 64-bit FNV-1a
 HTTP_HEADER_LIMIT = 64 * 1024  # stop following a request's headers after this many bytes (slowloris-safe)
 METHOD_WORDS = np.array([int.from_bytes(p[:4], "big") for p in METHOD_PREFIXES], dtype=np.int64)
 
 
+def _any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
+    """`np.isin` for a handful of constants: a few comparisons cost less than its sort or lookup table."""
+    mask = values == choices[0]
+    for choice in choices[1:]:
+        mask |= values == choice
+    return mask
+
+
 def tls_record_start(head: np.ndarray) -> np.ndarray:
-    """Payloads that open with a TLS alert or handshake record (content type 21/22, version major 3)."""
-    return np.isin(head >> 24, TLS_CONTENT_TYPES) & (((head >> 16) & 0xFF) == 3)
+    """Payloads that open with a TLS alert or handshake record (content type 21/22, version major 3).
+
+    `head` is the first four payload bytes (or -1), so its top 16 bits are exactly content type and major.
+    """
+    return _any_of(head >> 16, TLS_RECORD_PREFIXES)
 
 
 def http_request_start(head: np.ndarray) -> np.ndarray:
@@ -45,17 +63,56 @@ def _addresses(hi: np.ndarray, lo: np.ndarray) -> list[str]:
     return [address_text(h, low) for h, low in zip(hi.tolist(), lo.tolist(), strict=True)]
 
 
+def _be_field(block: np.ndarray, start: int, width: int) -> np.ndarray:
+    """Big-endian integer in bytes `start`..`start + width` of each row of a gathered (row, byte) block.
+
+    Gathering a whole header once and slicing fields from it takes a few numpy calls instead of a gather
+    per byte of every field.
+    """
+    return block[:, start : start + width] @ (256 ** np.arange(width - 1, -1, -1))
+
+
 def frame_hashes(pk: Packets, rows: np.ndarray) -> np.ndarray:
-    """64-bit FNV-1a over the first bytes of each frame: identical frames (a loop) hash alike."""
-    h = np.full(len(rows), 0xCBF29CE484222325, dtype=np.uint64)
-    g = Gather(pk.data)
+    """64-bit FNV-1a over the first bytes of each frame: identical frames (a loop) hash alike.
+
+    The bytes are gathered in one (byte index, row) matrix, zero past each frame's end, so each sequential
+    FNV step is two in-place operations over all rows. A step over a zero byte only multiplies by the prime,
+    so the steps past the longest frame (ARP frames are 42 bytes) collapse into one multiplication.
+    """
     start, length = pk.start[rows], pk.caplen[rows]
+    hashed = min(FRAME_HASH_BYTES, int(length.max(initial=0)))
+    offsets = np.arange(hashed)[:, None]
+    frame_bytes = np.where(offsets < length, Gather(pk.data).u8(start + offsets), 0).astype(np.uint64)
+    h = np.full(len(rows), FNV_OFFSET, dtype=np.uint64)
+    prime = np.full(len(rows), FNV_PRIME, dtype=np.uint64)  # an array operand: a numpy scalar costs more per step
     with np.errstate(over="ignore"):
-        for i in range(FRAME_HASH_BYTES):
-            byte = np.where(i < length, g.u8(start + i), 0).astype(np.uint64)
-            h = (h ^ byte) * np.uint64(0x100000001B3)
+        for byte in frame_bytes:
+            h ^= byte
+            h *= prime
+        h *= np.uint64(pow(FNV_PRIME, FRAME_HASH_BYTES - hashed, 1 << 64))
         h ^= length.astype(np.uint64)
     return h.view(np.int64)
+
+
+def _message_columns(messages: list[DnsMessage]) -> dict[str, Any]:
+    """The DNS stream's columns taken from the decoded messages.
+
+    Integer and boolean columns are built as typed arrays because pandas infers the type of a list element by
+    element; qtype stays a list so that a None (no question) still turns it into floats with NaN.
+    """
+    field = dict(zip(DnsMessage._fields, zip(*messages, strict=True), strict=True))
+    return {
+        "id": np.array(field["id"], dtype=np.int64),
+        "is_response": np.array(field["is_response"], dtype=bool),
+        "opcode": np.array(field["opcode"], dtype=np.int64),
+        "rcode": np.array(field["rcode"], dtype=np.int64),
+        "rcode_name": [RCODE_NAMES.get(rcode, str(rcode)) for rcode in field["rcode"]],
+        "truncated": np.array(field["truncated"], dtype=bool),
+        "qname": list(field["qname"]),
+        "qtype": list(field["qtype"]),
+        "ancount": np.array(field["ancount"], dtype=np.int64),
+        "answers": [",".join(answers) for answers in field["answers"]],
+    }
 
 
 class StreamBuilder:
@@ -84,19 +141,19 @@ class StreamBuilder:
 
     def arp(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
         """Ethernet/IPv4 ARP only (hardware type 1, protocol 0x0800, address lengths 6 and 4)."""
-        rows = np.flatnonzero((pk.net == ETH_ARP) & (pk.malformed == 0) & (pk.l3 >= 0))
-        g = Gather(pk.data)
-        l3 = pk.l3[rows]
-        ether_ipv4 = (g.be16(l3) == 1) & (g.be16(l3 + 2) == ETH_IPV4) & (g.u8(l3 + 4) == 6) & (g.u8(l3 + 5) == 4)
+        rows = np.flatnonzero(pk.net == ETH_ARP)
+        rows = rows[(pk.malformed[rows] == 0) & (pk.l3[rows] >= 0)]
+        header = Gather(pk.data).u8(pk.l3[rows][:, None] + np.arange(ARP_IPV4_BYTES))
+        ether_ipv4 = _be_field(header, 0, 6) == ARP_ETHER_IPV4
         self.malformed["arp-not-ethernet-ipv4"] += int(np.count_nonzero(~ether_ipv4))
-        rows, l3 = rows[ether_ipv4], l3[ether_ipv4]
+        rows, header = rows[ether_ipv4], header[ether_ipv4]
         if not len(rows):
             return None
         return pd.DataFrame({
             "frame": pk.frame[rows], "ts": pk.ts_ns[rows] / 1e9, "iface": pk.iface[rows],
-            "op": g.be16(l3 + 6), "sha": g.be48(l3 + 8), "spa": g.be32(l3 + 14), "tha": g.be48(l3 + 18),
-            "tpa": g.be32(l3 + 24), "src_mac": pk.src_mac[rows], "dst_mac": pk.dst_mac[rows],
-            "frame_hash": frame_hashes(pk, rows),
+            "op": _be_field(header, 6, 2), "sha": _be_field(header, 8, 6), "spa": _be_field(header, 14, 4),
+            "tha": _be_field(header, 18, 6), "tpa": _be_field(header, 24, 4), "src_mac": pk.src_mac[rows],
+            "dst_mac": pk.dst_mac[rows], "frame_hash": frame_hashes(pk, rows),
         })
 
     def broadcast(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
@@ -109,7 +166,8 @@ class StreamBuilder:
         })
 
     def ndp(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
-        rows = np.flatnonzero((pk.proto == PROTO_ICMPV6) & np.isin(pk.icmp_type, (135, 136)) & (pk.payload_cap >= 16))
+        rows = np.flatnonzero(pk.proto == PROTO_ICMPV6)
+        rows = rows[_any_of(pk.icmp_type[rows], (135, 136)) & (pk.payload_cap[rows] >= 16)]
         if not len(rows):
             return None
         g, p = Gather(pk.data), pk.payload_off[rows]
@@ -123,9 +181,9 @@ class StreamBuilder:
 
     def icmp_errors(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
         """ICMP/ICMPv6 errors with the 5-tuple of the packet they quote (which flow the router is talking about)."""
-        v4 = (pk.proto == PROTO_ICMP) & np.isin(pk.icmp_type, (3, 4, 5, 11, 12))
-        v6 = (pk.proto == PROTO_ICMPV6) & np.isin(pk.icmp_type, (1, 2, 3, 4))
-        rows = np.flatnonzero((v4 | v6) & (pk.malformed == 0))
+        icmp = np.flatnonzero(((pk.proto == PROTO_ICMP) | (pk.proto == PROTO_ICMPV6)) & (pk.malformed == 0))
+        kind, v6 = pk.icmp_type[icmp], pk.proto[icmp] == PROTO_ICMPV6
+        rows = icmp[np.where(v6, _any_of(kind, (1, 2, 3, 4)), _any_of(kind, (3, 4, 5, 11, 12)))]
         if not len(rows):
             return None
         g = Gather(pk.data)
@@ -175,45 +233,55 @@ class StreamBuilder:
         return rows[keep], idx[keep]
 
     def dns(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
-        l4 = (pk.proto == PROTO_UDP) | (pk.proto == PROTO_TCP)
-        rows = np.flatnonzero(l4 & (np.isin(pk.sport, DNS_PORTS) | np.isin(pk.dport, DNS_PORTS))
-                              & (pk.payload_len > 0) & (pk.malformed == 0))
+        """One row per decoded message; the per-packet columns are gathered with numpy for the kept rows."""
+        rows = np.flatnonzero(_any_of(pk.sport, DNS_PORTS) | _any_of(pk.dport, DNS_PORTS))
+        l4 = _any_of(pk.proto[rows], (PROTO_UDP, PROTO_TCP))
+        rows = rows[l4 & (pk.payload_len[rows] > 0) & (pk.malformed[rows] == 0)]
         rows, idx = self._tracked(rows, info, row_of)
-        records = []
-        for row, i in zip(rows.tolist(), idx.tolist(), strict=True):
-            if pk.fragment[row]:
+        kept, messages = self._parse_dns(pk, rows)
+        if not messages:
+            return None
+        rows, idx = rows[kept], idx[kept]
+        return pd.DataFrame({
+            "frame": pk.frame[rows], "ts": pk.ts_ns[rows] / 1e9, "conn_id": info.conn_id[idx],
+            "src": _addresses(pk.src_hi[rows], pk.src_lo[rows]), "sport": pk.sport[rows],
+            "dst": _addresses(pk.dst_hi[rows], pk.dst_lo[rows]), "dport": pk.dport[rows],
+            "transport": ["tcp" if tcp else "udp" for tcp in (pk.proto[rows] == PROTO_TCP).tolist()],
+            **_message_columns(messages),
+        })
+
+    def _parse_dns(self, pk: Packets, rows: np.ndarray) -> tuple[list[int], list[DnsMessage]]:
+        """Decode the selected payloads; return the positions in `rows` that decoded and their messages."""
+        kept: list[int] = []
+        messages: list[DnsMessage] = []
+        flags = zip(rows.tolist(), pk.fragment[rows].tolist(), (pk.proto[rows] == PROTO_TCP).tolist(), strict=True)
+        for pos, (row, fragment, over_tcp) in enumerate(flags):
+            if fragment:
                 self.malformed["dns-fragmented-not-reassembled"] += 1
                 continue
             try:
-                msg = parse_dns(pk.payload(row), over_tcp=bool(pk.proto[row] == PROTO_TCP))
+                messages.append(parse_dns(pk.payload(row), over_tcp=over_tcp))
             except MalformedPacket as exc:
                 self.malformed[exc.kind] += 1
                 continue
-            records.append((int(pk.frame[row]), int(pk.ts_ns[row]) / 1e9, int(info.conn_id[i]),
-                            address_text(int(pk.src_hi[row]), int(pk.src_lo[row])), int(pk.sport[row]),
-                            address_text(int(pk.dst_hi[row]), int(pk.dst_lo[row])), int(pk.dport[row]),
-                            "tcp" if pk.proto[row] == PROTO_TCP else "udp", msg.id, msg.is_response, msg.opcode,
-                            msg.rcode, RCODE_NAMES.get(msg.rcode, str(msg.rcode)), msg.truncated, msg.qname,
-                            msg.qtype, msg.ancount, ",".join(msg.answers)))
-        if not records:
-            return None
-        return pd.DataFrame.from_records(records, columns=[
-            "frame", "ts", "conn_id", "src", "sport", "dst", "dport", "transport", "id", "is_response", "opcode",
-            "rcode", "rcode_name", "truncated", "qname", "qtype", "ancount", "answers"])
+            kept.append(pos)
+        return kept, messages
 
     def tls(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
-        rows = np.flatnonzero((pk.proto == PROTO_TCP) & (pk.payload_cap >= 5) & tls_record_start(pk.payload_head))
+        rows = np.flatnonzero(tls_record_start(pk.payload_head))
+        rows = rows[(pk.proto[rows] == PROTO_TCP) & (pk.payload_cap[rows] >= 5)]
         rows, idx = self._tracked(rows, info, row_of)
         records = []
-        for row, i in zip(rows.tolist(), idx.tolist(), strict=True):
+        columns = zip(rows.tolist(), pk.frame[rows].tolist(), pk.ts_ns[rows].tolist(), info.conn_id[idx].tolist(),
+                      info.direction[idx].tolist(), pk.ttl[rows].tolist(), strict=True)
+        for row, frame, ts_ns, conn, direction, ttl in columns:
             try:
                 events = parse_tls(pk.payload(row))
             except MalformedPacket as exc:
                 self.malformed[exc.kind] += 1
                 continue
             for ev in events:
-                records.append((int(pk.frame[row]), int(pk.ts_ns[row]) / 1e9, int(info.conn_id[i]),
-                                int(info.direction[i]), int(pk.ttl[row]), ev.kind, ev.version, ev.sni,
+                records.append((frame, ts_ns / 1e9, conn, direction, ttl, ev.kind, ev.version, ev.sni,
                                 ",".join(ev.alpn), ev.alert_level, ev.alert_description, ev.alert_name))
         if not records:
             return None
@@ -223,8 +291,11 @@ class StreamBuilder:
 
     def http(self, pk: Packets, info: FlowInfo, row_of: np.ndarray) -> pd.DataFrame | None:
         """Request starts, and each later segment of a request whose header block is not complete yet."""
+        request_head = http_request_start(pk.payload_head)
+        if not self.http_pending and not request_head.any():
+            return None  # the usual batch: no request under way, none starting
         tcp_data = (pk.proto == PROTO_TCP) & (pk.payload_cap > 0) & (row_of >= 0)
-        starts = tcp_data & http_request_start(pk.payload_head)
+        starts = tcp_data & request_head
         # client segments of requests pending from earlier batches or starting in this one
         conn_of_row = np.full(len(pk), -1, dtype=np.int64)
         conn_of_row[info.rows] = info.conn_id
@@ -234,15 +305,16 @@ class StreamBuilder:
         watch = np.union1d(np.fromiter(self.http_pending, np.int64, len(self.http_pending)), conn_of_row[starts])
         rows = np.flatnonzero(starts | (tcp_data & from_client & np.isin(conn_of_row, watch)))
         records = []
-        for row in rows.tolist():
-            i = int(row_of[row])
-            conn = int(info.conn_id[i])
-            if not starts[row] and conn not in self.http_pending:
+        idx = row_of[rows]
+        columns = zip(rows.tolist(), info.conn_id[idx].tolist(), starts[rows].tolist(), pk.frame[rows].tolist(),
+                      pk.ts_ns[rows].tolist(), info.seg_len[idx].tolist(), strict=True)
+        for row, conn, is_start, frame, ts_ns, seg_len in columns:
+            if not is_start and conn not in self.http_pending:
                 continue  # the request's header block completed earlier in this batch
             payload = pk.payload(row, HTTP_HEADER_LIMIT)
-            rec = self._http_segment(conn, payload, bool(starts[row]))
+            rec = self._http_segment(conn, payload, is_start)
             if rec is not None:
-                records.append((int(pk.frame[row]), int(pk.ts_ns[row]) / 1e9, conn, int(info.seg_len[i]), *rec))
+                records.append((frame, ts_ns / 1e9, conn, seg_len, *rec))
         if not records:
             return None
         return pd.DataFrame.from_records(records, columns=[

@@ -72,11 +72,10 @@ class TrafficStats:
         lo, hi = int(pk.ts_ns.min()), int(pk.ts_ns.max())
         self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
         self.last_ns = hi if self.last_ns is None else max(self.last_ns, hi)
-        for lt, count in zip(*np.unique(pk.linktype, return_counts=True), strict=True):
-            self.link_packets[int(lt)] += int(count)
-        for code, count in zip(*np.unique(pk.malformed, return_counts=True), strict=True):
-            if code:
-                self.malformed[MALFORMED_KINDS[code]] += int(count)
+        self._count_link_types(pk.linktype)
+        malformed = np.bincount(pk.malformed, minlength=len(MALFORMED_KINDS))  # codes are small: count, no sort
+        for code in np.flatnonzero(malformed[1:]).tolist():
+            self.malformed[MALFORMED_KINDS[code + 1]] += int(malformed[code + 1])
         ok = pk.malformed == 0
         proto = pk.proto
         for name, mask in (("arp", pk.net == ETH_ARP), ("ipv4", pk.ipver == 4), ("ipv6", pk.ipver == 6),
@@ -86,55 +85,68 @@ class TrafficStats:
                            ("unknown_link_type", pk.unknown_link)):
             self.protocols[name] += int(np.count_nonzero(mask & ok)) if name != "unknown_link_type" else int(
                 np.count_nonzero(mask))
-        flags = pk.tcp_flags
         tcp = (proto == PROTO_TCP) & ok
-        self.tcp["syn"] += int(np.count_nonzero(tcp & ((flags & (SYN | ACK)) == SYN)))
-        self.tcp["syn_ack"] += int(np.count_nonzero(tcp & ((flags & (SYN | ACK)) == (SYN | ACK))))
-        self.tcp["rst"] += int(np.count_nonzero(tcp & ((flags & 0x04) != 0)))
+        flags, head = pk.tcp_flags[tcp], pk.payload_head[tcp]  # the TCP tests below look at TCP rows only
+        self.tcp["syn"] += int(np.count_nonzero((flags & (SYN | ACK)) == SYN))
+        self.tcp["syn_ack"] += int(np.count_nonzero((flags & (SYN | ACK)) == (SYN | ACK)))
+        self.tcp["rst"] += int(np.count_nonzero((flags & 0x04) != 0))
         for name, mask in (("retransmissions", info.retrans), ("fast_retransmissions", info.fast_retrans),
                            ("out_of_order", info.ooo), ("mirrored_duplicates", info.dupe),
                            ("previous_segment_lost", info.lost), ("acked_unseen", info.ack_unseen)):
             self.tcp[name] += int(np.count_nonzero(mask))
-        self.tcp["ack_bearing"] += int(np.count_nonzero(tcp & ((flags & ACK) != 0)))
-        self.tcp["tls_handshake_records"] += int(np.count_nonzero(tcp & tls_record_start(pk.payload_head)))
-        self.tcp["http_request_starts"] += int(np.count_nonzero(tcp & http_request_start(pk.payload_head)))
+        self.tcp["ack_bearing"] += int(np.count_nonzero((flags & ACK) != 0))
+        self.tcp["tls_handshake_records"] += int(np.count_nonzero(tls_record_start(head)))
+        self.tcp["http_request_starts"] += int(np.count_nonzero(http_request_start(head)))
         self.quality["truncated_by_snaplen"] += int(np.count_nonzero(pk.caplen < pk.wirelen))
         self.quality["oversized_segments"] += int(np.count_nonzero(tcp & (pk.ip_len > ETHERNET_MTU)
                                                                    & (pk.tunnel_depth == 0)))
 
+    def _count_link_types(self, linktype: np.ndarray) -> None:
+        """Packets per link type; a batch nearly always has one, which needs no sort."""
+        first = int(linktype[0])
+        if (linktype == first).all():
+            self.link_packets[first] += len(linktype)
+            return
+        for lt, count in zip(*np.unique(linktype, return_counts=True), strict=True):
+            self.link_packets[int(lt)] += int(count)
+
     def add_flows(self, records: pd.DataFrame) -> None:
-        proto = records["proto"]
-        tcp = records[proto == PROTO_TCP]
-        self.flows["tcp"] += len(tcp)
-        self.flows["udp"] += int((proto == PROTO_UDP).sum())
-        self.flows["other"] += int((~proto.isin((PROTO_TCP, PROTO_UDP))).sum())
-        for name, count in tcp["handshake"].value_counts().items():
+        """Flow counts; the TCP ones select from the few columns they read, never copy the whole record."""
+        proto = records["proto"].to_numpy()
+        tcp = proto == PROTO_TCP
+        tcp_flows, udp_flows = int(np.count_nonzero(tcp)), int(np.count_nonzero(proto == PROTO_UDP))
+        self.flows["tcp"] += tcp_flows
+        self.flows["udp"] += udp_flows
+        self.flows["other"] += len(proto) - tcp_flows - udp_flows
+        for name, count in records["handshake"][tcp].value_counts().items():
             self.tcp[f"handshake_{name.replace('-', '_')}"] += int(count)
-        for name, count in tcp["state"].value_counts().items():
+        for name, count in records["state"][tcp].value_counts().items():
             self.tcp[f"state_{name}"] += int(count)
-        self.tcp["reused_tuples"] += int(tcp["reuse_gap_s"].notna().sum())
-        self.tcp["acks_without_peer"] += int(tcp["ack_no_peer_o"].sum() + tcp["ack_no_peer_r"].sum())
+        self.tcp["reused_tuples"] += int(records["reuse_gap_s"][tcp].notna().sum())
+        self.tcp["acks_without_peer"] += int(records["ack_no_peer_o"][tcp].sum() + records["ack_no_peer_r"][tcp].sum())
         for name, count in records["end_reason"].value_counts().items():
             self.flows[f"ended_{name.replace('-', '_')}"] += int(count)
 
     def add_dns(self, dns: pd.DataFrame | None) -> None:
-        """Match queries to responses by (client, server, id, name) to count unanswered queries."""
+        """Match queries to responses by (client, server, id, name) to count unanswered queries.
+
+        The columns are turned into lists once: iterating a Series goes through pandas for every element.
+        """
         if dns is None or not len(dns):
             return
         pending = self._dns_outstanding
-        for src, dst, msg_id, qname, is_resp, rcode_name, ts in zip(
-                dns["src"], dns["dst"], dns["id"], dns["qname"], dns["is_response"], dns["rcode_name"], dns["ts"],
-                strict=True):
+        columns = (dns[name].tolist() for name in ("src", "dst", "id", "qname", "is_response", "rcode_name", "ts"))
+        for src, dst, msg_id, qname, is_resp, rcode_name, ts in zip(*columns, strict=True):
             if is_resp:
                 self.dns["responses"] += 1
                 self.dns[f"rcode_{rcode_name}"] += 1
-                pending.pop((dst, src, int(msg_id), qname), None)
+                pending.pop((dst, src, msg_id, qname), None)
             else:
-                key = (src, dst, int(msg_id), qname)
+                key = (src, dst, msg_id, qname)
                 self.dns["queries"] += 1
                 if key in pending:
                     self.dns["retried_queries"] += 1
-                pending[key] = float(ts)
+                pending[key] = ts
                 if len(pending) > DNS_OUTSTANDING_CAP:
                     pending.pop(next(iter(pending)))
                     self.dns["unanswered_evicted"] += 1

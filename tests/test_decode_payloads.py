@@ -9,8 +9,10 @@ from __future__ import annotations
 import random
 import struct
 import time
+from types import SimpleNamespace
 
 import dpkt
+import numpy as np
 import pytest
 
 from pcapsense.decode.dns import MAX_ANSWERS, DnsMessage, parse_dns
@@ -24,6 +26,7 @@ from pcapsense.decode.http import (
 from pcapsense.decode.text import safe_text
 from pcapsense.decode.tls import HRR_RANDOM, TlsEvent, looks_like_tls_record, parse_tls
 from pcapsense.errors import MalformedPacket
+from pcapsense.events import FRAME_HASH_BYTES, frame_hashes, tls_record_start
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -283,6 +286,48 @@ def test_dns_bad_address_length():
     assert malformed_kind(parse_dns, payload) == "dns-bad-rdata"
 
 
+def test_dns_name_at_the_255_byte_limit_seen_twice():
+    longest = dns_name(*[b"x" * 63] * 3, b"y" * 61)
+    too_long = dns_name(*[b"x" * 63] * 3, b"y" * 62)
+    assert (len(longest), len(too_long)) == (255, 256)
+    for _ in range(2):  # the second time, plain names are looked up by their wire bytes
+        assert parse_dns(dns_header() + longest + b"\x00\x01\x00\x01").qname == ".".join(["x" * 63] * 3 + ["y" * 61])
+        assert malformed_kind(parse_dns, dns_header() + too_long + b"\x00\x01\x00\x01") == "dns-name-too-long"
+
+
+def test_dns_remembered_plain_name_never_stands_for_another_name():
+    plain = dns_header() + dns_name(b"www", b"example", b"com") + b"\x00\x01\x00\x01"
+    assert parse_dns(plain).qname == "www.example.com"
+    # Same first label, then a pointer: expanded, not mistaken for the remembered name.
+    question = dns_name(b"example", b"com") + b"\x00\x05\x00\x01"
+    response = dns_header(flags=0x8180, an=1) + question + rr(pointer(12), 5, b"\x03www" + pointer(12))
+    assert parse_dns(response).answers == ("www.example.com",)
+    # A zero byte inside a label is not the end of the name.
+    for _ in range(2):
+        message = parse_dns(dns_header() + dns_name(b"a\x00b", b"com") + b"\x00\x01\x00\x01")
+        assert message.qname == "a\\x00b.com"
+
+
+def fnv1a_reference(frame: bytes) -> int:
+    """FNV-1a over the first 64 bytes (zero-padded), xor the frame length, as a signed 64-bit value."""
+    value = 0xCBF29CE484222325
+    for byte in frame[:FRAME_HASH_BYTES].ljust(FRAME_HASH_BYTES, b"\x00"):
+        value = ((value ^ byte) * 0x100000001B3) % 2**64
+    value ^= len(frame)
+    return value - 2**64 if value >= 2**63 else value
+
+
+def test_frame_hashes_are_fnv1a_of_the_first_64_bytes_and_the_length():
+    frames = [b"", b"\x01", bytes(range(42)), bytes(range(64)), bytes(range(100)), b"\xff" * 200]
+    pk = SimpleNamespace(
+        data=np.frombuffer(b"".join(frames), dtype=np.uint8),
+        start=np.cumsum([0] + [len(frame) for frame in frames[:-1]]),
+        caplen=np.array([len(frame) for frame in frames]),
+    )
+    for rows in ([0, 1, 2], [2], [1, 3, 4, 5], list(range(len(frames)))):  # shortest frame per set varies
+        assert frame_hashes(pk, np.array(rows)).tolist() == [fnv1a_reference(frames[row]) for row in rows]
+
+
 # ------------------------------------------------------------------------------------------------- TLS
 
 
@@ -405,6 +450,12 @@ def test_tls_garbage(payload):
 def test_tls_complete_hello_contradicting_its_lengths():
     body = b"\x03\x03" + bytes(32) + b"\x20" + bytes(10)  # session id claims 32 bytes, the message ends
     assert malformed_kind(parse_tls, record(22, handshake(1, body))) == "tls-bad-handshake"
+
+
+def test_tls_record_start_sniffs_alert_and_handshake_records_of_version_3():
+    heads = [-1, 0x16030100, 0x150303FF, 0x1603FFFF, 0x17030300, 0x14030300, 0x16020300, 0x16040300, 0x16, 0x1603]
+    expected = [False, True, True, True, False, False, False, False, False, False]
+    assert tls_record_start(np.array(heads, dtype=np.int64)).tolist() == expected
 
 
 def test_looks_like_tls_record():

@@ -3,14 +3,16 @@
 dpkt's decoder raises UnicodeDecodeError on non-UTF-8 labels and accepts names longer than 255 bytes, so
 we decode names ourselves. Every way a message can be wrong ends in `MalformedPacket("dns-...")`; the
 cost is linear in the message size: only the question and the first `MAX_ANSWERS` useful answers have
-their (compressed) names expanded, every other record is merely skipped.
+their (compressed) names expanded, every other record is merely skipped. Plain names and answer addresses
+recur from message to message, so their text is kept in bounded caches keyed by their wire bytes.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 from pcapsense.decode.text import safe_text
 from pcapsense.errors import MalformedPacket
@@ -32,6 +34,8 @@ RCODE_NAMES: dict[int, str] = {
 MAX_ANSWERS = 16
 MAX_NAME_BYTES = 255  # RFC 1035 §2.3.4, wire length including length octets and the root label
 MAX_POINTERS = 32  # real encoders chain a handful; this only stops pointer-to-pointer chains
+PLAIN_NAME_CACHE = 4096  # distinct uncompressed names remembered (each at most 255 wire bytes)
+ADDRESS_CACHE = 4096  # distinct answer addresses remembered
 
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
@@ -42,9 +46,12 @@ _ADDRESS_LENGTHS = {1: 4, 28: 16}  # A, AAAA
 _NAME_RDATA_TYPES = frozenset({5, 12})  # CNAME, PTR
 
 
-@dataclass(frozen=True, slots=True)
-class DnsMessage:
-    """The fields the detectors need from one DNS message; strings are already `safe_text`."""
+class DnsMessage(NamedTuple):
+    """The fields the detectors need from one DNS message; strings are already `safe_text`.
+
+    A named tuple rather than a frozen dataclass: it is as immutable, and building one costs a third of
+    what the dataclass's per-field `object.__setattr__` did, which showed in parsing every DNS packet.
+    """
 
     id: int
     is_response: bool
@@ -71,17 +78,10 @@ def parse_dns(payload: bytes, *, over_tcp: bool = False) -> DnsMessage:
     message, complete = _unframe(bytes(payload), over_tcp)
     ident, flags, qdcount, ancount, _nscount, _arcount = _unpack(_HEADER, message, 0)
     qname, qtype, pos = _read_questions(message, _HEADER.size, qdcount)
+    answers = _read_answers(message, pos, ancount, complete=complete) if ancount else ()
     return DnsMessage(
-        id=ident,
-        is_response=bool(flags & 0x8000),
-        opcode=(flags >> 11) & 0xF,
-        rcode=flags & 0xF,
-        truncated=bool(flags & 0x0200),
-        qname=qname,
-        qtype=qtype,
-        qdcount=qdcount,
-        ancount=ancount,
-        answers=_read_answers(message, pos, ancount, complete=complete),
+        ident, bool(flags & 0x8000), (flags >> 11) & 0xF, flags & 0xF, bool(flags & 0x0200), qname, qtype, qdcount,
+        ancount, answers,
     )
 
 
@@ -107,16 +107,15 @@ def _unpack(layout: struct.Struct, message: bytes, pos: int) -> tuple[int, ...]:
 
 def _read_questions(message: bytes, pos: int, qdcount: int) -> tuple[str, int | None, int]:
     """Decode the first question, skip the others; return qname, qtype and the offset after them."""
-    qname, qtype = "", None
-    for index in range(qdcount):
-        if index == 0:
-            labels, pos = _read_name(message, pos)
-            qname = _name_text(labels)
-            _need(message, pos, _QUESTION_FIXED)
-            qtype = int.from_bytes(message[pos : pos + 2], "big")
-        else:
-            pos = _skip_name(message, pos)
-            _need(message, pos, _QUESTION_FIXED)
+    if not qdcount:
+        return "", None, pos
+    qname, pos = _name_at(message, pos)
+    _need(message, pos, _QUESTION_FIXED)
+    qtype = int.from_bytes(message[pos : pos + 2], "big")
+    pos += _QUESTION_FIXED
+    for _ in range(qdcount - 1):
+        pos = _skip_name(message, pos)
+        _need(message, pos, _QUESTION_FIXED)
         pos += _QUESTION_FIXED
     return qname, qtype, pos
 
@@ -146,13 +145,50 @@ def _rdata_text(message: bytes, rtype: int, start: int, end: int) -> str | None:
     if rtype in _ADDRESS_LENGTHS:
         if end - start != _ADDRESS_LENGTHS[rtype]:
             raise MalformedPacket("dns-bad-rdata", f"type {rtype} with {end - start} bytes of rdata")
-        return str(ipaddress.ip_address(message[start:end]))
+        return _address_text(message[start:end])
     if rtype in _NAME_RDATA_TYPES:
-        labels, name_end = _read_name(message, start)
+        name, name_end = _name_at(message, start)
         if name_end > end:
             raise MalformedPacket("dns-bad-rdata", f"type {rtype} name runs past its rdata")
-        return _name_text(labels)
+        return name
     return None
+
+
+@lru_cache(maxsize=ADDRESS_CACHE)
+def _address_text(rdata: bytes) -> str:
+    """An A/AAAA answer as text, remembered: the same few addresses are answered again and again."""
+    return str(ipaddress.ip_address(rdata))
+
+
+def _name_at(message: bytes, start: int) -> tuple[str, int]:
+    """Text of the name at `start` and the offset just after it.
+
+    Most names are a plain run of labels ending at the first zero byte, and the same few names come back
+    again and again (a response repeats its query's question), so those are looked up by their wire bytes;
+    any other name is expanded by `_read_name`, which also raises the precise error for a bad one.
+    """
+    root = message.find(0, start, start + MAX_NAME_BYTES)
+    if root >= 0:
+        text = _plain_name_text(message[start : root + 1])
+        if text is not None:
+            return text, root + 1
+    labels, end = _read_name(message, start)
+    return _name_text(labels), end
+
+
+@lru_cache(maxsize=PLAIN_NAME_CACHE)
+def _plain_name_text(wire: bytes) -> str | None:
+    """Text of `wire` if it is exactly labels of 1-63 bytes then the root label, else None."""
+    labels: list[bytes] = []
+    pos = 0
+    while length := wire[pos]:
+        if length & _LABEL_TYPE_MASK:
+            return None
+        pos += length + 1
+        if pos >= len(wire):
+            return None
+        labels.append(wire[pos - length : pos])
+    return _name_text(labels) if pos == len(wire) - 1 else None
 
 
 def _read_name(message: bytes, start: int) -> tuple[list[bytes], int]:
@@ -220,5 +256,15 @@ def _skip_name(message: bytes, pos: int) -> int:
 
 
 def _name_text(labels: list[bytes]) -> str:
-    """Dotted text; a dot inside a label is escaped so `a.b` as one label cannot pose as two."""
+    """Dotted text; a dot inside a label is escaped so `a.b` as one label cannot pose as two.
+
+    Nearly every real name is printable ASCII without backslashes or dots inside labels, which `safe_text`
+    returns unchanged: such names are joined and checked in one go, and only the others are escaped
+    label by label.
+    """
+    joined = b".".join(labels)
+    if joined.isascii():
+        text = joined.decode("ascii")
+        if text.isprintable() and "\\" not in text and text.count(".") == len(labels) - 1:
+            return text
     return ".".join(safe_text(label, limit=MAX_NAME_BYTES).replace(".", "\\x2e") for label in labels)

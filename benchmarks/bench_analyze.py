@@ -9,10 +9,13 @@ The capture is synthetic and fully deterministic (fixed seed, fixed base timesta
 microsecond pcap on Ethernet, dominated by full-size TCP segments of many concurrent connections, with DNS,
 ARP and half-open SYNs mixed in.  ``write_benchmark_capture`` is importable so tests can build a small one.
 
-Each tool runs as a whole process, once per measurement; wall time comes from the parent, peak RSS from the
-child's own ``wait4`` rusage (kernel ``ru_maxrss``, which covers the child and the descendants it reaped)
-and from sampling the RSS of the whole process tree every 20 ms (catches concurrent worker processes).  The
-larger of the two is reported as peak RSS.
+Each tool runs as a whole process, once per measurement; wall time comes from the parent, peak memory from the
+child's own ``wait4`` rusage (kernel ``ru_maxrss``: the largest single process among the child and the
+descendants it reaped) and from sampling the whole process tree every 20 ms.  pcapsense reads and decodes large
+captures in a forked read-ahead child that shares pages with its parent (copy-on-write and a shared batch
+mapping), so summing RSS would count those pages twice: the tree is summed in PSS (proportional set size, each
+shared page split among its sharers), and the larger of that sum and ru_maxrss is the reported peak.  The RSS
+sum is recorded alongside, as an upper bound.
 """
 
 from __future__ import annotations
@@ -565,32 +568,39 @@ def cached_capture(out: Path, packets: int, seed: int, flows: int | None) -> tup
 MEASURE_HELPER = r"""
 import json, os, subprocess, sys, threading, time
 
-def tree_rss_kb(root):
-    total, stack = 0, [root]
+def _field_kb(path, name):
+    with open(path) as fh:
+        for line in fh:
+            if line.startswith(name):
+                return int(line.split()[1])
+    return 0
+
+def tree_mem_kb(root):
+    # (sum of RSS, sum of PSS) over the process tree: PSS splits shared pages among their sharers
+    rss = pss = 0
+    stack = [root]
     while stack:
         pid = stack.pop()
         try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
+            rss += _field_kb(f"/proc/{pid}/status", "VmRSS:")
+            pss += _field_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
             for tid in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{tid}/children") as fh:
                     stack.extend(int(x) for x in fh.read().split())
         except (OSError, ValueError):
             continue
-    return total
+    return rss, pss
 
 out_path, err_path, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
-peak, done = [0], threading.Event()
+peak, done = [0, 0], threading.Event()
 with open(out_path, "wb") as out, open(err_path, "wb") as err:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
 
     def sample():
         while not done.wait(0.02):
-            peak[0] = max(peak[0], tree_rss_kb(proc.pid))
+            rss, pss = tree_mem_kb(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -600,7 +610,8 @@ with open(out_path, "wb") as out, open(err_path, "wb") as err:
     sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
 print(json.dumps({"returncode": proc.returncode, "seconds": elapsed, "user_s": ru.ru_utime,
-                  "sys_s": ru.ru_stime, "maxrss_kb": ru.ru_maxrss, "tree_rss_sampled_kb": peak[0]}))
+                  "sys_s": ru.ru_stime, "maxrss_kb": ru.ru_maxrss, "tree_rss_sampled_kb": peak[0],
+                  "tree_pss_sampled_kb": peak[1]}))
 """
 
 
@@ -610,8 +621,9 @@ def measure(cmd: list[str], stdout_path: Path, stderr_path: Path) -> dict:
                              *cmd], capture_output=True, text=True, check=True)
     r = json.loads(helper.stdout)
     maxrss_mb, tree_mb = r.pop("maxrss_kb") / 1024, r.pop("tree_rss_sampled_kb") / 1024
-    return {"cmd": cmd, **r, "maxrss_mb": maxrss_mb, "tree_rss_sampled_mb": tree_mb,
-            "peak_rss_mb": max(maxrss_mb, tree_mb)}
+    pss_mb = r.pop("tree_pss_sampled_kb") / 1024
+    return {"cmd": cmd, **r, "maxrss_mb": maxrss_mb, "tree_rss_sampled_mb": tree_mb, "tree_pss_sampled_mb": pss_mb,
+            "peak_rss_mb": max(maxrss_mb, pss_mb)}
 
 
 def _warm(path: Path) -> None:
@@ -651,7 +663,8 @@ def run_tool(tool: str, cmd: list[str], packets: int, out: Path, tag: str, repea
             break
     best = min(runs, key=lambda r: r["seconds"]) if all(r["returncode"] == 0 for r in runs) else runs[-1]
     res = {"tool": tool, "packets": packets, **best, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-           "runs": [{k: r[k] for k in ("seconds", "maxrss_mb", "tree_rss_sampled_mb", "returncode")}
+           "runs": [{k: r[k] for k in ("seconds", "maxrss_mb", "tree_rss_sampled_mb", "tree_pss_sampled_mb",
+                                         "returncode")}
                     for r in runs]}
     res["packets_per_s"] = packets / res["seconds"] if res["returncode"] == 0 and res["seconds"] > 0 else None
     if res["returncode"] != 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import click
@@ -21,7 +22,6 @@ from pcapsense.findings import Severity
 from pcapsense.flows import FlowLimits
 from pcapsense.output import terminal
 from pcapsense.output.jsondoc import dumps
-from pcapsense.report import check_report_dir, default_report_dir, write_report
 from pcapsense.scan.cli import findings as findings_cmd
 from pcapsense.scan.cli import scan as scan_cmd
 
@@ -97,10 +97,10 @@ def analyze_cmd(captures: tuple[str, ...], fmt: str, fail_on: str | None, quiet:
         out_dir = None if no_report else _report_dir(path, output, len(captures))
         try:
             if out_dir is not None:
-                check_report_dir(out_dir, force=force)  # refuse before a long analysis, not after it
+                _report().check_report_dir(out_dir, force=force)  # refuse before a long analysis, not after it
             result = _analyze_one(path, options, quiet)
             if result is not None and out_dir is not None:
-                written = write_report(result, out_dir, capture_path=path, force=force,
+                written = _report().write_report(result, out_dir, capture_path=path, force=force,
                                        extract_evidence=extract_evidence, max_decompressed=max_decompressed)
                 if not quiet:
                     click.echo(f"report: {written / 'index.html'}", err=True)
@@ -125,10 +125,17 @@ def analyze_cmd(captures: tuple[str, ...], fmt: str, fail_on: str | None, quiet:
     sys.exit(EXIT_OK)
 
 
+def _report() -> ModuleType:
+    """The report package pulls in plotly (tens of MB, ~0.1 s): imported only when a report is written."""
+    from pcapsense import report
+
+    return report
+
+
 def _report_dir(path: str, output: Path | None, count: int) -> Path:
     if output is None:
-        return default_report_dir(path)
-    return output / default_report_dir(path).name if count > 1 else output
+        return _report().default_report_dir(path)
+    return output / _report().default_report_dir(path).name if count > 1 else output
 
 
 def _analyze_one(path: str, options: AnalysisOptions, quiet: bool) -> AnalysisResult | None:

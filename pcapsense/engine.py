@@ -8,7 +8,7 @@ before a framing fault, marking the analysis partial.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 
 from pcapsense import __version__
-from pcapsense.decode.columns import decode_batch
 from pcapsense.decode.linktypes import LINK_LAYERS, linktype_name
 from pcapsense.detector import STREAMS, CaptureContext, Detector, instantiate, load_detectors
 from pcapsense.events import StreamBuilder
 from pcapsense.findings import Finding
 from pcapsense.flows import FlowLimits, FlowTable
 from pcapsense.ladder import Rung, build_ladder
+from pcapsense.readahead import decoded_batches
 from pcapsense.reader import open_capture
 from pcapsense.reader.source import DEFAULT_MAX_DECOMPRESSED
 from pcapsense.stats import TrafficStats
@@ -38,6 +38,7 @@ class AnalysisOptions:
     max_decompressed: int = DEFAULT_MAX_DECOMPRESSED
     registry: dict[str, type[Detector]] | None = None  # detectors to run; None = every installed one
     series: bool = True  # collect the health figures the HTML report plots (off for pure JSON runs)
+    read_ahead: bool = True  # large captures: read and decode in a forked child while this process analyses
 
 
 @dataclass
@@ -94,6 +95,11 @@ class _Dispatch:
         self._queued.setdefault(stream, []).append(frame)
         self._cells += frame.size
 
+    def make_room(self, frame: pd.DataFrame) -> None:
+        """Deliver now if queueing another frame of this size would pass the cell bound."""
+        if self._cells + frame.size > DELIVERY_CELLS:
+            self.flush()
+
     def batch_done(self) -> None:
         """Deliver every few batches, or sooner when the queue grows large (a flood of flow records)."""
         self._batches += 1
@@ -126,15 +132,13 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
     dispatch = _Dispatch([])
     context_ready = False
     try:
-        for batch in reader.batches():
+        for pk in decoded_batches(reader, options.read_ahead):
             if not context_ready:
                 context = CaptureContext(opened.source.name, tuple(i.linktype for i in reader.interfaces),
                                          len(reader.interfaces))
                 detectors = instantiate(registry, options.overrides, context)
                 dispatch = _Dispatch(detectors)
                 context_ready = True
-            linktypes = np.array([i.linktype for i in reader.interfaces], dtype=np.int64)
-            pk = decode_batch(batch, linktypes)
             info = table.update(pk)
             row_of = np.full(len(pk), -1, dtype=np.int64)
             row_of[info.rows] = np.arange(len(info.rows))
@@ -153,7 +157,7 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
             if timeline is not None:
                 timeline.add_stream("dns", dns)
             dispatch.queue("dns", dns)
-            _emit_flows(table.expire(), stats, streams, dispatch, timeline)
+            _emit_flows(table.expire_records(), stats, streams, dispatch, timeline)
             dispatch.batch_done()
             if progress is not None:
                 progress(reader.chunks.base, stats.packets, time.monotonic() - started)
@@ -164,7 +168,7 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
                                  len(reader.interfaces))
         detectors = instantiate(registry, options.overrides, context)
         dispatch = _Dispatch(detectors)
-    _emit_flows(table.drain(), stats, streams, dispatch, timeline)
+    _emit_flows(table.drain_records(), stats, streams, dispatch, timeline)
     dispatch.flush()
     findings = _collect(detectors, stats)
     capture = _capture_facts(opened.source, reader, stats)
@@ -175,15 +179,18 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
     return AnalysisResult(capture, stats_dict, findings, ladder, narrative, sorted(registry), series)
 
 
-def _emit_flows(records: pd.DataFrame | None, stats: TrafficStats, streams: StreamBuilder,
+def _emit_flows(records: Iterable[pd.DataFrame], stats: TrafficStats, streams: StreamBuilder,
                 dispatch: _Dispatch, timeline: Timeline | None) -> None:
-    if records is None or not len(records):
-        return
-    stats.add_flows(records)
-    if timeline is not None:
-        timeline.add_flows(records)
-    streams.forget(records["conn_id"].to_numpy())
-    dispatch.queue("flows", records)
+    """Account and queue flow records frame by frame as the table builds them. The queue is delivered as soon as
+    it could not take another frame like the last one, before the table builds the next: the records of many
+    flows leaving at once (a flood, the whole table at the end of the capture) never exist all together."""
+    for frame in records:
+        stats.add_flows(frame)
+        if timeline is not None:
+            timeline.add_flows(frame)
+        streams.forget(frame["conn_id"].to_numpy())
+        dispatch.queue("flows", frame)
+        dispatch.make_room(frame)
 
 
 def _collect(detectors: list[Detector], stats: TrafficStats) -> list[Finding]:

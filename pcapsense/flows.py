@@ -1,8 +1,10 @@
 """The flow table: bidirectional connections rebuilt batch by batch, with Wireshark-style TCP analysis.
 
-Per batch, packets are grouped by flow with one sort; state is gathered from and scattered back to columnar
-slots (see flowstate.py); per-packet sequence analysis runs as grouped scans (see grouped.py). Python code runs
-per *new* flow and per *new history letter*, never per packet.
+Per batch, packets are grouped by flow with a hash table and put in (flow, direction, frame) order with one
+linear radix sort; counters accumulate straight into columnar slots (see flowstate.py); per-packet sequence
+analysis runs as grouped scans over that order (see grouped.py), reading carried state once per flow direction;
+what only few rows can show (SYNs, retransmissions, new history letters) is computed on those rows alone.
+Python code runs per port-reuse boundary and per hash collision only, never per packet or per flow.
 
 TCP analysis follows Wireshark's `tcp.analysis` definitions (ChAdvTCPAnalysis): a segment whose sequence number
 is below the next expected one is a retransmission, unless it arrives within the out-of-order window of the
@@ -12,12 +14,16 @@ highest sequence the peer was seen sending acknowledges an unseen segment. Mirro
 same IP ID, again within microseconds, as a SPAN port produces) are counted as such and not as retransmissions.
 
 Memory is bounded: idle timeouts per state and a hard cap on tracked flows (half-open ones evicted first).
-Every flow leaves as a record with the reason it left; evictions are counted, never silent.
+Every flow leaves as a record with the reason it left; evictions are counted, never silent. Records are handed
+over in frames of at most RECORD_SLICE rows, and a flow's slot is released as its frame is built, so flows leaving
+all at once (a flood evicted, or the whole table at the end of the capture) never exist twice in full.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,19 +31,20 @@ import pandas as pd
 from pcapsense import grouped
 from pcapsense.decode.columns import PROTO_TCP, PROTO_UDP, Packets
 from pcapsense.flowindex import FlowIndex
-from pcapsense.flowrecords import END_REASONS, HISTORY_LETTERS, build_records
+from pcapsense.flowrecords import CODE_BITS, END_REASONS, HISTORY_LETTERS, LO_CODES, build_records
 from pcapsense.flowstate import SlotStore
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 NS = 1_000_000_000
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_WRAP = 0xFFFFFFFF  # x & _WRAP is x mod 2**32, also for negative x (two's complement), and cheaper than %
+RECORD_SLICE = 20_000  # rows per flow-record frame (~25 MB): the most flow records that exist at once
 
 
 @dataclass(frozen=True)
 class FlowLimits:
     """Memory bounds of the flow table. Times are in capture (packet) time, not wall-clock time."""
 
-    max_flows: int = 200_000  # about 1.7 KiB of state each: ~340 MB at the cap
+    max_flows: int = 200_000  # about 0.7 KiB of state each: ~140 MB at the cap
     half_open_timeout_s: float = 64.0  # Linux drops SYN_RECV after tcp_synack_retries=5 (~63 s)
     established_timeout_s: float = 600.0  # Suricata flow-timeouts.tcp.established
     closed_timeout_s: float = 60.0  # Linux TCP_TIMEWAIT_LEN: closed tuples stay to reveal reuse inside TIME_WAIT
@@ -77,50 +84,84 @@ class FlowStats:
 
 
 @dataclass
+class _Departed:
+    """Flows that have left the table (their slots are free again) but whose records are not built yet."""
+
+    state: dict[str, np.ndarray]  # SlotStore.take of the departed slots
+    reasons: np.ndarray
+
+    def records(self) -> pd.DataFrame:
+        return build_records(self.state, self.reasons)
+
+
+@dataclass
 class _Segments:
     """Per-row TCP facts of one batch in (flow, direction, frame) order, for the cross-direction pass."""
 
-    slot: np.ndarray
-    direction: np.ndarray
+    groups: grouped.Groups  # one group per flow direction
+    key: np.ndarray  # slot * 2 + direction: where the row's direction lives in per-direction state
+    row: np.ndarray  # row of the batch (rows are in frame order)
     seq: np.ndarray
     ack: np.ndarray
     flags: np.ndarray
-    seq_end: np.ndarray  # unwrapped end of the segment's sequence range
+    incl: np.ndarray  # highest unwrapped sequence end of the direction so far, this row included
     raw0: np.ndarray  # raw sequence number at unwrapped position 0 of the row's direction
     run: np.ndarray  # consecutive duplicate ACKs ending at this row
     behind: np.ndarray  # below the next expected sequence (retransmission-like)
     ooo: np.ndarray
     has_ack: np.ndarray
 
-    def reorder(self, order: np.ndarray) -> _Segments:
-        return _Segments(*(getattr(self, f.name)[order] for f in fields(self)))
+
+@dataclass
+class _Rows:
+    """The tracked rows of one batch and the columns several steps read, each gathered once (in row order)."""
+
+    pk: Packets
+    rows: np.ndarray
+    proto: np.ndarray
+    tcp: np.ndarray
+    flags: np.ndarray  # TCP flags (0 on other protocols)
+
+    @classmethod
+    def of(cls, pk: Packets, rows: np.ndarray) -> _Rows:
+        proto = pk.proto[rows]
+        return cls(pk, rows, proto, proto == PROTO_TCP, pk.tcp_flags[rows])
 
 
 @dataclass
-class _BatchOrder:
-    """The sort orders a batch needs, computed once: rows by (slot, frame) and by (slot, direction, frame)."""
+class _Grouping:
+    """The rows of a batch grouped by exact flow key."""
 
-    by_slot: np.ndarray
-    slot_starts: np.ndarray
-    slots: np.ndarray
-    by_key2: np.ndarray
+    first_idx: np.ndarray  # first row of each group
+    inv: np.ndarray  # group of each row
+    hashes: np.ndarray  # hash of each group
+    exact: bool  # a hash collision forced an exact grouping (groups in key order; hashes may repeat)
 
-    @classmethod
-    def build(cls, slot: np.ndarray, direction: np.ndarray) -> _BatchOrder:
-        by_slot = np.argsort(slot, kind="stable")
-        sorted_slots = slot[by_slot]
-        starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
-        by_key2 = by_slot[np.argsort(direction[by_slot], kind="stable")]
-        by_key2 = by_key2[np.argsort(slot[by_key2], kind="stable")]
-        return cls(by_slot, starts, sorted_slots[starts], by_key2)
 
-    def first_where(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(slots, row of their first row in frame order where mask holds), without sorting."""
-        n = len(self.by_slot)
-        candidate = np.where(mask[self.by_slot], np.arange(n), n)
-        firsts = np.minimum.reduceat(candidate, self.slot_starts)
-        hit = firsts < n
-        return self.slots[hit], self.by_slot[firsts[hit]]
+def _by_direction(groups: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """Rows by (flow, direction), frame order within: group numbers are small, so this is a linear radix sort
+    (flows come in the order of their group numbers, which no step depends on)."""
+    return grouped.stable_order(groups * 2 + direction)
+
+
+def _first_rows(hits: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, the first of their rows among `hits`): rows are in frame order, so a stable unique of the hits'
+    keys finds them, at the cost of the (usually few) hits rather than of the batch."""
+    found, first = np.unique(keys[hits], return_index=True)
+    return found, hits[first]
+
+
+def _row_codes(facts: int) -> int:
+    """History codes (of direction 0: bit 2 * letter) a row shows, from its facts: bits FIN, SYN, RST, ACK,
+    payload, TCP, zero window (in this order). Retransmission and gap letters come from the sequence analysis."""
+    fin, syn, rst, ack, payload, tcp, zero_win = (bool((facts >> i) & 1) for i in range(7))
+    shown = {"S": tcp and syn and not ack, "H": tcp and syn and ack, "D": payload, "F": tcp and fin, "R": tcp and rst,
+             "A": tcp and ack and not (payload or syn or fin or rst), "W": tcp and zero_win and not (syn or rst)}
+    return sum(1 << (2 * HISTORY_LETTERS.index(letter)) for letter, on in shown.items() if on)
+
+
+_ROW_CODES = np.array([_row_codes(facts) for facts in range(1 << 7)], dtype=np.int64)
+_CODE_T, _CODE_G = 1 << (2 * HISTORY_LETTERS.index("T")), 1 << (2 * HISTORY_LETTERS.index("G"))
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -136,15 +177,17 @@ class FlowTable:
 
     def __init__(self, limits: FlowLimits | None = None) -> None:
         self.limits = limits or FlowLimits()
-        self.store = SlotStore()
+        self.store = SlotStore(self.limits.max_flows)
         self.index = FlowIndex()
-        self.history: dict[int, str] = {}
         self.stats = FlowStats()
         self._next_conn = 1
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []  # (slots, reason codes) to emit
-        self._emitted: list[pd.DataFrame] = []  # records of flows evicted mid-batch to make room
+        self._departed: deque[_Departed] = deque()  # flows evicted mid-batch to make room, records not built yet
         self._superseded: list[int] = []  # slots replaced by a new connection on the same tuple
         self.now_ns = 0
+        lim = self.limits  # flows idle for less than the shortest timeout need no closer look
+        self._shortest_timeout_ns = int(min(lim.half_open_timeout_s, lim.established_timeout_s, lim.closed_timeout_s,
+                                            lim.udp_timeout_s, lim.other_timeout_s) * NS)
 
     # -- public ---------------------------------------------------------------------------------------------
 
@@ -162,25 +205,36 @@ class FlowTable:
         self.stats.peak_tracked = max(self.stats.peak_tracked, self.store.in_use)
         return info
 
-    def expire(self) -> pd.DataFrame | None:
-        """Emit flows idle past their state's timeout, plus flows superseded or evicted during the batch."""
-        s = self.store
-        slots = np.flatnonzero(s.active)
+    def expire_records(self) -> Iterator[pd.DataFrame]:
+        """Records of flows idle past their state's timeout, plus flows superseded or evicted during the batch,
+        in frames of at most RECORD_SLICE rows. Each frame's flows leave the table as it is built: consume the
+        frames before the next update."""
+        slots = np.flatnonzero(self.store.active)
+        idle_ns = self.now_ns - self.store["last_ns"][slots]
+        slots, idle_ns = slots[idle_ns > self._shortest_timeout_ns], idle_ns[idle_ns > self._shortest_timeout_ns]
         if len(slots):
-            idle = slots[(self.now_ns - s["last_ns"][slots]) > self._timeouts(slots)]
+            idle = slots[idle_ns > self._timeouts(slots)]
             if len(idle):
                 self.stats.expired_idle += len(idle)
                 self._pending.append((idle, np.full(len(idle), END_REASONS.index("idle-timeout"))))
-        return self._flush()
+        return self._leave()
 
-    def drain(self) -> pd.DataFrame | None:
-        """End of capture: every remaining flow becomes a record."""
+    def drain_records(self) -> Iterator[pd.DataFrame]:
+        """End of capture: every remaining flow becomes a record, in frames as in `expire_records`."""
         slots = np.flatnonzero(self.store.active)
         if self._pending:
             slots = np.setdiff1d(slots, np.concatenate([p for p, _ in self._pending]))
         if len(slots):
             self._pending.append((slots, np.full(len(slots), END_REASONS.index("end-of-capture"))))
-        return self._flush()
+        return self._leave()
+
+    def expire(self) -> pd.DataFrame | None:
+        """`expire_records` as one frame, for callers whose captures are small (tests, notebooks)."""
+        return _whole(self.expire_records())
+
+    def drain(self) -> pd.DataFrame | None:
+        """`drain_records` as one frame, for callers whose captures are small (tests, notebooks)."""
+        return _whole(self.drain_records())
 
     # -- slot assignment ------------------------------------------------------------------------------------
 
@@ -189,48 +243,50 @@ class FlowTable:
         if not n:
             empty = np.zeros(0, dtype=np.int64)
             return FlowInfo(rows, empty, empty, empty, empty, empty, *(np.zeros(0, bool) for _ in range(7)))
-        proto = pk.proto[rows]
+        b = _Rows.of(pk, rows)
         s_hi, s_lo, d_hi, d_lo = pk.src_hi[rows], pk.src_lo[rows], pk.dst_hi[rows], pk.dst_lo[rows]
-        has_ports = (proto == PROTO_TCP) | (proto == PROTO_UDP)
+        has_ports = b.tcp | (b.proto == PROTO_UDP)
         sp = np.where(has_ports, pk.sport[rows], 0)
         dp = np.where(has_ports, pk.dport[rows], 0)
         src_is_a = (s_hi < d_hi) | ((s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (sp <= dp))))
         a_hi, a_lo, a_p = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, s_lo, d_lo), np.where(src_is_a, sp, dp)
         b_hi, b_lo, b_p = np.where(src_is_a, d_hi, s_hi), np.where(src_is_a, d_lo, s_lo), np.where(src_is_a, dp, sp)
-        key_cols = (proto, a_hi, a_lo, a_p, b_hi, b_lo, b_p)
-        first_idx, inv, hashes = self._group(key_cols)
-        slots_u, exact = self._lookup(key_cols, first_idx, hashes)
+        key_cols = (b.proto, a_hi, a_lo, a_p, b_hi, b_lo, b_p)
+        grouping = self._group(key_cols)
+        first_idx, hashes = grouping.first_idx, grouping.hashes
+        slots_u, exact = self._lookup(key_cols, grouping)
         new_u = np.flatnonzero(slots_u < 0)
+        if not grouping.exact:  # new flows get slots and connection ids in hash order, as they always have
+            new_u = new_u[np.argsort(hashes[new_u])]
         if len(new_u):
             self._make_room(len(new_u), protect=slots_u[slots_u >= 0])
             slots_u[new_u] = self._open(pk, rows, first_idx[new_u], src_is_a)
             self._register(slots_u[new_u], hashes[new_u], exact[new_u], key_cols, first_idx[new_u])
-        slot = slots_u[inv]
+        slot = slots_u[grouping.inv]
         direction = (src_is_a != self.store["orig_is_a"][slot]).astype(np.int64)
-        tcp = np.flatnonzero(proto == PROTO_TCP)
-        if len(tcp):
-            self._split_reused(pk, rows, tcp, slot, direction, src_is_a)
-        order = _BatchOrder.build(slot, direction)
-        self._account(pk, rows, slot, direction, order)
-        info = self._tcp_analysis(pk, rows, proto == PROTO_TCP, slot, direction, order)
-        self._histories(pk, rows, slot, direction, info, order)
+        moved = self._split_reused(b, slot, direction, src_is_a)
+        by_key2 = _by_direction(pd.factorize(slot)[0] if moved else grouping.inv, direction)
+        self._account(b, slot, direction)
+        info = self._tcp_analysis(b, slot, direction, by_key2)
+        self._histories(b, slot, direction, info)
         return info
 
     @staticmethod
-    def _group(key_cols: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Group rows by exact key: hash to 64 bits, then verify and fall back to an exact sort on collision.
-        Returns each group's first row, each row's group, and each group's hash."""
+    def _group(key_cols: tuple[np.ndarray, ...]) -> _Grouping:
+        """Group rows by exact key: hash to 64 bits and number the distinct hashes in order of first appearance
+        (a hash table: no sort), then verify, and fall back to an exact sort on a collision."""
         h = np.zeros(len(key_cols[0]), dtype=np.uint64)
         with np.errstate(over="ignore"):
             for col in key_cols:
-                h = _mix(h ^ (col.astype(np.uint64) & _MASK64))
-        uniq, first_idx, inv = np.unique(h, return_index=True, return_inverse=True)
+                h = _mix(h ^ col.astype(np.uint64, copy=False))
+        inv, hashes = pd.factorize(h)
+        first_idx = np.flatnonzero(np.r_[True, inv[1:] > np.maximum.accumulate(inv)[:-1]])  # where a number is new
         rep = first_idx[inv]
         if all(np.array_equal(col, col[rep]) for col in key_cols):
-            return first_idx, inv, uniq
+            return _Grouping(first_idx, inv, hashes, exact=False)
         exact = np.rec.fromarrays([c.astype(np.int64) if c.dtype != np.uint64 else c for c in key_cols])
         _, first_idx, inv = np.unique(exact, return_index=True, return_inverse=True)
-        return first_idx, inv, h[first_idx]
+        return _Grouping(first_idx, inv, h[first_idx], exact=True)
 
     def _key_matches(self, slots: np.ndarray, key_cols: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
         """Whether each slot's stored flow has exactly the key of the given rows (guards against hash collisions)."""
@@ -248,18 +304,17 @@ class FlowTable:
             match &= have == want[rows]
         return match
 
-    def _lookup(self, key_cols: tuple[np.ndarray, ...], first_idx: np.ndarray,
-                hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _lookup(self, key_cols: tuple[np.ndarray, ...], grouping: _Grouping) -> tuple[np.ndarray, np.ndarray]:
         """Slots of the batch's flows (-1 for new ones), and which groups must be kept by exact key."""
+        first_idx, hashes = grouping.first_idx, grouping.hashes
         slots = self.index.lookup(hashes)
         found = np.flatnonzero(slots >= 0)
         exact = np.zeros(len(hashes), dtype=bool)
         mismatch = found[~self._key_matches(slots[found], key_cols, first_idx[found])]
         exact[mismatch] = True
-        _, counts = np.unique(hashes, return_counts=True)
-        if (counts > 1).any():  # two different keys of this batch share a hash
-            dup = np.isin(hashes, np.unique(hashes)[counts > 1])
-            exact |= dup
+        if grouping.exact:  # two different keys of this batch may share a hash
+            uniq, counts = np.unique(hashes, return_counts=True)
+            exact |= np.isin(hashes, uniq[counts > 1])
         if self.index.overflow:
             exact |= np.isin(hashes, self.store["key_hash"][list(self.index.overflow.values())])
         for u in np.flatnonzero(exact).tolist():
@@ -321,7 +376,6 @@ class FlowTable:
         ids = np.arange(self._next_conn, self._next_conn + len(slots))
         self._next_conn += len(slots)
         s["conn_id"][slots] = ids
-        self.history.update(dict.fromkeys(slots.tolist(), ""))
         self.stats.created += len(slots)
         return slots
 
@@ -340,49 +394,67 @@ class FlowTable:
         order = np.lexsort((s["last_ns"][active], established))
         victims = active[order[: min(excess, len(active))]]
         self.stats.evicted_cap += len(victims)
-        self._pending.append((victims, np.full(len(victims), END_REASONS.index("evicted-flow-cap"))))
-        # flushing now frees the slots for the new flows; the records wait in _emitted for the engine
-        self._emitted.append(self._records_for_pending())
+        # the slots are needed now, the records only when the engine asks: keep the (narrow) state meanwhile
+        victims = np.sort(victims)
+        reason = END_REASONS.index("evicted-flow-cap")
+        for start in range(0, len(victims), RECORD_SLICE):
+            part = victims[start : start + RECORD_SLICE]
+            self._departed.append(self._depart(part, np.full(len(part), reason)))
 
-    def _split_reused(self, pk: Packets, rows: np.ndarray, tcp: np.ndarray, slot: np.ndarray,
-                      direction: np.ndarray, src_is_a: np.ndarray) -> None:
+    def _split_reused(self, b: _Rows, slot: np.ndarray, direction: np.ndarray, src_is_a: np.ndarray) -> bool:
         """A SYN with a new initial sequence number on a known 4-tuple starts a new connection (port reuse).
+        Returns whether rows moved to new connections.
 
-        Rows of the new connection move to a fresh slot; the old one is emitted as superseded. The new record
-        keeps how long after the previous connection's last packet it came and whether that one had closed.
-        """
+        Only SYNs can start one, so they are checked first on their own (few rows); the rows of the batch are
+        walked only when a new connection does start."""
         s = self.store
+        syn = np.flatnonzero(b.tcp & ((b.flags & (SYN | ACK)) == SYN))
+        if not len(syn):
+            return False
+        order = syn[np.argsort(slot[syn], kind="stable")]
+        groups = grouped.Groups.of(slot[order])
+        seq = b.pk.seq[b.rows[order]]
+        prev_seq = grouped.previous(seq, groups, s["last_syn_seq"][slot[order[groups.starts]]])
+        if ((prev_seq >= 0) & (seq != prev_seq)).any():
+            self._split_connections(b, slot, direction, src_is_a)
+            return True
+        s["last_syn_seq"][slot[order[groups.ends]]] = seq[groups.ends]
+        return False
+
+    def _split_connections(self, b: _Rows, slot: np.ndarray, direction: np.ndarray, src_is_a: np.ndarray) -> None:
+        """Rows of each new connection move to a fresh slot; the old one is emitted as superseded. The new record
+        keeps how long after the previous connection's last packet it came and whether that one had closed."""
+        s, pk, rows = self.store, b.pk, b.rows
+        tcp = np.flatnonzero(b.tcp)
         order = tcp[np.argsort(slot[tcp], kind="stable")]
         r = rows[order]
-        flags, seq = pk.tcp_flags[r], pk.seq[r]
+        flags, seq = b.flags[order], pk.seq[r]
         syn_only = (flags & (SYN | ACK)) == SYN
-        if not syn_only.any():
-            return
-        first, _gid = grouped.group_index(slot[order])
-        last_syn = grouped.last_index_where(syn_only, first)
-        prev_syn = grouped.previous(last_syn, first, np.full(len(order), -1))
+        groups = grouped.Groups.of(slot[order])
+        first = groups.first
+        last_syn = grouped.last_index_where(syn_only, groups)
+        prev_syn = grouped.previous(last_syn, groups, np.full(len(groups.starts), -1))
         prev_seq = np.where(prev_syn >= 0, seq[np.maximum(prev_syn, 0)], s["last_syn_seq"][slot[order]])
         boundary = syn_only & (prev_seq >= 0) & (seq != prev_seq)
         bpos = np.flatnonzero(boundary).tolist()
-        group_end = np.r_[np.flatnonzero(first[1:] != first[:-1]) + 1, len(order)]
-        end_of = group_end[np.searchsorted(group_end, np.arange(len(order)), side="right")]
-        for i, b in enumerate(bpos):
-            g_first = int(first[b])
+        end_of = groups.ends[groups.gid] + 1
+        for i, b_at in enumerate(bpos):
+            g_first = int(first[b_at])
             chained = i > 0 and int(first[bpos[i - 1]]) == g_first
             prev_start = bpos[i - 1] if chained else g_first
-            stop = bpos[i + 1] if i + 1 < len(bpos) and int(first[bpos[i + 1]]) == g_first else int(end_of[b])
-            old = int(slot[order[b - 1]]) if b > g_first else int(slot[order[b]])
+            stop = bpos[i + 1] if i + 1 < len(bpos) and int(first[bpos[i + 1]]) == g_first else int(end_of[b_at])
+            old = int(slot[order[b_at - 1]]) if b_at > g_first else int(slot[order[b_at]])
             new = int(s.allocate(1)[0])
             self._copy_identity(old, new)
-            members = order[b:stop]
+            members = order[b_at:stop]
             slot[members] = new
-            s["orig_is_a"][new] = bool(src_is_a[order[b]])  # the SYN's sender originates the new connection
+            s["orig_is_a"][new] = bool(src_is_a[order[b_at]])  # the SYN's sender originates the new connection
             direction[members] = (src_is_a[members] != s["orig_is_a"][new]).astype(np.int64)
-            prev_rows = rows[order[prev_start:b]]
+            prev_rows = rows[order[prev_start:b_at]]
             prev_last_ns = int(pk.ts_ns[prev_rows[-1]]) if len(prev_rows) else int(s["last_ns"][old])
             prev_flags = int(np.bitwise_or.reduce(pk.tcp_flags[prev_rows])) if len(prev_rows) else 0
             prev_flags |= int(s["flags_or"][old, 0] | s["flags_or"][old, 1])
-            boundary_row = r[b]
+            boundary_row = r[b_at]
             s["reuse_gap_ns"][new] = int(pk.ts_ns[boundary_row]) - prev_last_ns
             # how the previous connection on this tuple ended: 2 reset (no TIME_WAIT), 1 FIN close, 0 still open
             s["prev_closed"][new] = 2 if prev_flags & RST else int(bool(prev_flags & FIN))
@@ -415,282 +487,267 @@ class FlowTable:
             self.index.overflow[self._stored_key(old)] = new
         else:
             self.index.assign(s["key_hash"][[old]], np.array([new]))
-        self.history[new] = ""
         self._superseded.append(old)
 
     # -- accounting -----------------------------------------------------------------------------------------
 
-    def _account(self, pk: Packets, rows: np.ndarray, slot: np.ndarray, direction: np.ndarray,
-                 batch_order: _BatchOrder) -> None:
-        """Counters, first/last times, TTL/MAC/interface per direction, handshake frames."""
-        s = self.store
-        key2 = slot * 2 + direction
-        order = batch_order.by_key2
-        k = key2[order]
-        starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-        gk = k[starts]
-        gs, gd = gk // 2, gk % 2
-        r = rows[order]
-        new_dir = s["pkts"][gs, gd] == 0
-        s["pkts"][gs, gd] += np.diff(np.r_[starts, len(k)])
-        s["bytes"][gs, gd] += np.add.reduceat(pk.ip_len[r], starts)
-        s["payload"][gs, gd] += np.add.reduceat(pk.payload_len[r], starts)
-        s["flags_or"][gs, gd] |= np.bitwise_or.reduceat(pk.tcp_flags[r], starts)
-        ttl = pk.ttl[r]
-        s["ttl_min"][gs, gd] = np.minimum(s["ttl_min"][gs, gd], np.minimum.reduceat(ttl, starts))
-        s["ttl_max"][gs, gd] = np.maximum(s["ttl_max"][gs, gd], np.maximum.reduceat(ttl, starts))
-        s["max_ip_len"][gs, gd] = np.maximum(s["max_ip_len"][gs, gd], np.maximum.reduceat(pk.ip_len[r], starts))
-        mac = pk.src_mac[r]
-        iface_bits = np.left_shift(1, np.minimum(pk.iface[r], 62))
-        s["iface_mask"][gs, gd] |= np.bitwise_or.reduceat(iface_bits, starts)
-        first_new = starts[new_dir]
-        s["ttl_first"][gs[new_dir], gd[new_dir]] = ttl[first_new]
-        s["mac_first"][gs[new_dir], gd[new_dir]] = mac[first_new]
-        s["iface_first"][gs[new_dir], gd[new_dir]] = pk.iface[r][first_new]
-        ref_mac = s["mac_first"][k // 2, k % 2]
-        varies = np.bitwise_or.reduceat((mac != ref_mac).astype(np.int64), starts) > 0
-        s["mac_varies"][gs, gd] |= varies
-        # per flow (both directions)
-        sstarts, us = batch_order.slot_starts, batch_order.slots
-        rs = rows[batch_order.by_slot]
-        s["last_ns"][us] = np.maximum(s["last_ns"][us], np.maximum.reduceat(pk.ts_ns[rs], sstarts))
-        s["last_frame"][us] = np.maximum(s["last_frame"][us], np.maximum.reduceat(pk.frame[rs], sstarts))
-        self._handshake_frames(pk, rows, slot, direction, batch_order)
+    def _account(self, b: _Rows, slot: np.ndarray, direction: np.ndarray) -> None:
+        """Counters, first/last times, TTL/MAC/interface per direction, handshake frames.
 
-    def _handshake_frames(self, pk: Packets, rows: np.ndarray, slot: np.ndarray, direction: np.ndarray,
-                          batch_order: _BatchOrder) -> None:
-        s = self.store
-        flags = pk.tcp_flags[rows]
-        tcp = pk.proto[rows] == PROTO_TCP
+        Accumulated straight into the store, row by row (ufunc.at on one flat index per row: cheaper than
+        grouping rows first when most flows show up once or twice per batch). Per-row values are cast to the
+        field's type first, which keeps numpy on its fast path."""
+        s, pk, rows = self.store, b.pk, b.rows
+        k = slot * 2 + direction
+        pkts = s.flat("pkts")
+        fresh, first = _first_rows(np.flatnonzero(pkts[k] == 0), k)  # directions new to the table, first rows
+        np.add.at(pkts, k, 1)
+        ip_len, ttl, mac, iface = pk.ip_len[rows], pk.ttl[rows], pk.src_mac[rows], pk.iface[rows]
+        for name, accumulate, values in (("bytes", np.add, ip_len), ("payload", np.add, pk.payload_len[rows]),
+                                         ("ttl_min", np.minimum, ttl), ("ttl_max", np.maximum, ttl),
+                                         ("max_ip_len", np.maximum, ip_len)):
+            field_ = s.flat(name)
+            accumulate.at(field_, k, values.astype(field_.dtype))
+        for name, values in (("flags_or", b.flags), ("iface_mask", np.left_shift(1, np.minimum(iface, 62)))):
+            field_ = s.flat(name)
+            adds = np.flatnonzero(values & ~field_[k])  # only rows that bring a new bit (few)
+            np.bitwise_or.at(field_, k[adds], values[adds].astype(field_.dtype))
+        s.flat("ttl_first")[fresh] = ttl[first]
+        s.flat("mac_first")[fresh] = mac[first]
+        s.flat("iface_first")[fresh] = iface[first]
+        s.flat("mac_varies")[k[mac != s.flat("mac_first")[k]]] = True
+        # per flow (both directions)
+        np.maximum.at(s["last_ns"], slot, pk.ts_ns[rows])
+        np.maximum.at(s["last_frame"], slot, pk.frame[rows])
+        self._handshake_frames(b, slot, direction)
+
+    def _handshake_frames(self, b: _Rows, slot: np.ndarray, direction: np.ndarray) -> None:
+        s, pk, rows, flags, tcp = self.store, b.pk, b.rows, b.flags, b.tcp
         syn = tcp & ((flags & (SYN | ACK)) == SYN)
         synack = tcp & ((flags & (SYN | ACK)) == (SYN | ACK))
         for mask, frame_col, ns_col, count_col in ((syn & (direction == 0), "syn_frame", "syn_ns", "syn_count"),
                                                    (synack & (direction == 1), "synack_frame", "synack_ns",
                                                     "synack_count")):
             np.add.at(s[count_col], slot[mask], 1)
-            us, first = batch_order.first_where(mask)
+            us, first = _first_rows(np.flatnonzero(mask), slot)
             unset = s[frame_col][us] < 0
             s[frame_col][us[unset]] = pk.frame[rows[first[unset]]]
             s[ns_col][us[unset]] = pk.ts_ns[rows[first[unset]]]
-        completing = tcp & (direction == 0) & ((flags & ACK) != 0) & ((flags & (SYN | RST)) == 0)
-        completing &= (s["synack_frame"][slot] >= 0) & (pk.frame[rows] > s["synack_frame"][slot])
-        us, first = batch_order.first_where(completing)
-        unset = s["ack3_frame"][us] < 0
-        s["ack3_frame"][us[unset]] = pk.frame[rows[first[unset]]]
-        s["ack3_ns"][us[unset]] = pk.ts_ns[rows[first[unset]]]
+        # the completing ACK: only flows not yet established can have one, which leaves few rows to look at
+        acks = np.flatnonzero(tcp & (direction == 0) & ((flags & ACK) != 0) & ((flags & (SYN | RST)) == 0))
+        acks = acks[s["ack3_frame"][slot[acks]] < 0]
+        synack_frame = s["synack_frame"][slot[acks]]
+        acks = acks[(synack_frame >= 0) & (pk.frame[rows[acks]] > synack_frame)]
+        us, first = _first_rows(acks, slot)
+        s["ack3_frame"][us] = pk.frame[rows[first]]
+        s["ack3_ns"][us] = pk.ts_ns[rows[first]]
         rst = tcp & ((flags & RST) != 0)
-        us, first = batch_order.first_where(rst)
+        us, first = _first_rows(np.flatnonzero(rst), slot)
         unset = s["rst_frame"][us] < 0
         s["rst_frame"][us[unset]] = pk.frame[rows[first[unset]]]
         s["rst_ns"][us[unset]] = pk.ts_ns[rows[first[unset]]]
         s["rst_dir"][us[unset]] = direction[first[unset]]
         s["rst_ttl"][us[unset]] = pk.ttl[rows[first[unset]]]
         fin = tcp & ((flags & FIN) != 0)
-        us, first = batch_order.first_where(fin)
+        us, first = _first_rows(np.flatnonzero(fin), slot)
         unset = s["fin_first_dir"][us] < 0
         s["fin_first_dir"][us[unset]] = direction[first[unset]]
         s["fin_frame"][us[unset]] = pk.frame[rows[first[unset]]]
         s["fin_ns"][us[unset]] = pk.ts_ns[rows[first[unset]]]
-        both_fin = ((s["flags_or"][:, 0] & FIN) != 0) & ((s["flags_or"][:, 1] & FIN) != 0)
         closing = np.unique(slot[fin | rst])
-        done = closing[(s["closed_ns"][closing] < 0) & (both_fin[closing] | (s["rst_frame"][closing] >= 0))]
+        flags_or = s["flags_or"][closing]
+        both_fin = ((flags_or[:, 0] & FIN) != 0) & ((flags_or[:, 1] & FIN) != 0)
+        done = closing[(s["closed_ns"][closing] < 0) & (both_fin | (s["rst_frame"][closing] >= 0))]
         s["closed_ns"][done] = s["last_ns"][done]
 
     # -- TCP sequence analysis --------------------------------------------------------------------------------
 
-    def _tcp_analysis(self, pk: Packets, rows: np.ndarray, is_tcp: np.ndarray, slot: np.ndarray,
-                      direction: np.ndarray, batch_order: _BatchOrder) -> FlowInfo:
+    def _tcp_analysis(self, b: _Rows, slot: np.ndarray, direction: np.ndarray, by_key2: np.ndarray) -> FlowInfo:
         s = self.store
-        n = len(rows)
+        n = len(b.rows)
         out = {name: np.zeros(n, dtype=bool) for name in ("retrans", "fast_retrans", "ooo", "dupe", "lost",
                                                           "ack_unseen", "acked")}
         rel_seq = np.zeros(n, dtype=np.int64)
         seg_len_all = np.zeros(n, dtype=np.int64)
-        if is_tcp.any():
-            order = batch_order.by_key2[is_tcp[batch_order.by_key2]]
-            # the same TCP rows in (slot, frame) order, as positions into `order`
-            position = np.empty(len(rows), dtype=np.int64)
-            position[order] = np.arange(len(order))
-            by_frame = position[batch_order.by_slot[is_tcp[batch_order.by_slot]]]
-            self._sequence(pk, rows, order, by_frame, slot, direction, out, rel_seq, seg_len_all)
-        return FlowInfo(rows, slot, s["conn_id"][slot], direction, rel_seq, seg_len_all, **out)
+        if b.tcp.any():
+            order = by_key2[b.tcp[by_key2]]
+            self._sequence(b, order, slot, direction, out, rel_seq, seg_len_all)
+        return FlowInfo(b.rows, slot, s["conn_id"][slot], direction, rel_seq, seg_len_all, **out)
 
-    def _sequence(self, pk: Packets, rows: np.ndarray, order: np.ndarray, by_frame: np.ndarray, slot: np.ndarray,
-                  direction: np.ndarray, out: dict[str, np.ndarray], rel_seq: np.ndarray,
-                  seg_len_all: np.ndarray) -> None:
-        s, lim = self.store, self.limits
-        r = rows[order]
+    def _sequence(self, b: _Rows, order: np.ndarray, slot: np.ndarray, direction: np.ndarray,
+                  out: dict[str, np.ndarray], rel_seq: np.ndarray, seg_len_all: np.ndarray) -> None:
+        """Per-row sequence analysis over the TCP rows in (flow, direction, frame) order. State carried from
+        earlier batches is read once per flow direction (`carry`) and written back from each one's last row."""
+        s, lim, pk = self.store, self.limits, b.pk
+        r = b.rows[order]
         sl, d = slot[order], direction[order]
-        first, gid = grouped.group_index(sl * 2 + d)
-        is_first = first == np.arange(len(order))
-        flags, seq, ack = pk.tcp_flags[r], pk.seq[r], pk.ack[r]
-        ts = pk.ts_ns[r]
-        have = s["have_seq"][sl, d]
+        key = sl * 2 + d
+        g = grouped.Groups.of(key)
+        gkey, gid = key[g.starts], g.gid
+        carry = {name: s.flat(name)[gkey] for name in ("have_seq", "raw0", "last_raw", "last_useq", "nextseq",
+                                                        "last_sig", "last_dir_ns", "last_adv_ns", "last_ack_raw",
+                                                        "last_win", "dupack_run")}
+        have = carry["have_seq"]
+        flags, seq, ack, ts, payload = b.flags[order], pk.seq[r], pk.ack[r], pk.ts_ns[r], pk.payload_len[r]
         # unwrap 32-bit sequence numbers against the previous packet of the same direction
-        prev_raw = grouped.previous(seq, first, s["last_raw"][sl, d])
-        delta = ((seq - prev_raw + 2**31) % 2**32) - 2**31
-        delta[is_first & ~have] = 0
-        base = np.where(have, s["last_useq"][sl, d], 0)
-        useq = base[first] + grouped.cumsum(delta, first)
-        raw0 = np.where(have, s["raw0"][sl, d], seq[first])
-        seg_len = pk.payload_len[r] + ((flags & SYN) != 0) + ((flags & FIN) != 0)
+        prev_raw = grouped.previous(seq, g, carry["last_raw"])
+        delta = ((seq - prev_raw + 2**31) & _WRAP) - 2**31
+        delta[g.starts[~have]] = 0
+        useq = np.where(have, carry["last_useq"], 0)[gid] + grouped.cumsum(delta, g)
+        raw0 = np.where(have, carry["raw0"], seq[g.starts])
+        seg_len = payload + ((flags & SYN) != 0) + ((flags & FIN) != 0)
         seq_end = useq + seg_len
-        carry_next = s["nextseq"][sl, d]
-        incl = np.maximum(grouped.cummax(seq_end, gid), carry_next)
-        next_before = grouped.previous(incl, first, carry_next)
+        incl = np.maximum(grouped.cummax(seq_end, g), carry["nextseq"][gid])
+        next_before = grouped.previous(incl, g, carry["nextseq"])
         known = next_before > grouped.NEG
         # mirrored duplicate: same packet signature again within microseconds
-        sig = (seq * 1_000_003 + ack * 7919 + pk.ip_id[r] * 31 + flags) ^ (pk.payload_len[r] << 40)
-        prev_sig = grouped.previous(sig, first, s["last_sig"][sl, d])
-        prev_ts = grouped.previous(ts, first, s["last_dir_ns"][sl, d])
+        sig = (seq * 1_000_003 + ack * 7919 + pk.ip_id[r] * 31 + flags) ^ (payload << 40)
+        prev_sig = grouped.previous(sig, g, carry["last_sig"])
+        prev_ts = grouped.previous(ts, g, carry["last_dir_ns"])
         dupe = (sig == prev_sig) & ((ts - prev_ts) <= lim.mirror_window_us * 1000)
-        keepalive = (seg_len <= 1) & (useq == next_before - 1) & ((flags & (SYN | FIN | RST)) == 0)
+        no_syn_fin_rst = (flags & (SYN | FIN | RST)) == 0
+        keepalive = (seg_len <= 1) & (useq == next_before - 1) & no_syn_fin_rst
         behind = known & (seg_len > 0) & (useq < next_before) & ~keepalive & ~dupe
-        advanced = seq_end > next_before
-        adv_idx = grouped.last_index_where(advanced & ~dupe, first)
-        prev_adv = grouped.previous(adv_idx, first, np.full(len(order), -1))
-        last_adv_ns = np.where(prev_adv >= 0, ts[np.maximum(prev_adv, 0)], s["last_adv_ns"][sl, d])
-        ooo = behind & ((ts - last_adv_ns) < lim.ooo_window_ms * 1e6)
+        # out of order: behind, but within the window of the latest segment before it that advanced the sequence
+        advancing = np.flatnonzero((seq_end > next_before) & ~dupe)
+        late = np.flatnonzero(behind)
+        prev_adv = grouped.latest(advancing, late, g, inclusive=False)
+        last_adv_ns = np.where(prev_adv >= 0, ts[prev_adv], carry["last_adv_ns"][gid[late]])
+        ooo = np.zeros(len(order), dtype=bool)
+        ooo[late] = (ts[late] - last_adv_ns) < lim.ooo_window_ms * 1e6
         # duplicate ACKs (pure ACK, same ack and window as the previous packet of this direction)
         win = pk.win[r]
-        pure_ack = ((flags & ACK) != 0) & (seg_len == 0) & ((flags & (SYN | FIN | RST)) == 0)
-        prev_ack = grouped.previous(ack, first, s["last_ack_raw"][sl, d])
-        prev_win = grouped.previous(win, first, s["last_win"][sl, d])
+        pure_ack = ((flags & ACK) != 0) & (seg_len == 0) & no_syn_fin_rst
+        prev_ack = grouped.previous(ack, g, carry["last_ack_raw"])
+        prev_win = grouped.previous(win, g, carry["last_win"])
         dupack = pure_ack & (ack == prev_ack) & (win == prev_win) & ~dupe
         # run length of consecutive dup ACKs, continuing the carried run
-        not_dup_idx = grouped.last_index_where(~dupack, first)
-        run = np.where(not_dup_idx >= 0, np.arange(len(order)) - not_dup_idx,
-                       np.arange(len(order)) - first + 1 + s["dupack_run"][sl, d])
-        run = np.where(dupack, run, 0)
+        dup = np.flatnonzero(dupack)
+        run = np.zeros(len(order), dtype=np.int64)
+        not_dup = grouped.latest(np.flatnonzero(~dupack), dup, g, inclusive=False)
+        run[dup] = np.where(not_dup >= 0, dup - not_dup, dup - g.first[dup] + 1 + carry["dupack_run"][gid[dup]])
         has_ack = ((flags & ACK) != 0) & ((flags & RST) == 0)
-        segs = _Segments(sl, d, seq, ack, flags, seq_end, raw0, run, behind, ooo, has_ack)
-        self._cross_direction(order, by_frame, segs, out)
+        segs = _Segments(g, key, r, seq, ack, flags, incl, raw0[gid], run, behind, ooo, has_ack)
+        fast, ack_unseen = self._cross_direction(segs, len(b.pk.ts_ns))
+        out["fast_retrans"][order] = fast
+        out["ack_unseen"][order] = ack_unseen
         lost = known & (useq > next_before) & ((flags & RST) == 0)
-        out["retrans"][order] = behind & ~ooo & ~out["fast_retrans"][order]
+        retrans = behind & ~ooo & ~fast
+        out["retrans"][order] = retrans
         out["ooo"][order] = ooo
         out["dupe"][order] = dupe
         out["lost"][order] = lost
         rel_seq[order] = useq
         seg_len_all[order] = seg_len
-        # scatter per-direction results
-        last = np.flatnonzero(np.r_[first[1:] != first[:-1], True])
-        gs, gd = sl[last], d[last]
-        s["have_seq"][gs, gd] = True
-        s["raw0"][gs, gd] = raw0[last]
-        s["last_raw"][gs, gd] = seq[last]
-        s["last_useq"][gs, gd] = useq[last]
-        s["nextseq"][gs, gd] = incl[last]
-        s["last_ack_raw"][gs, gd] = ack[last]
-        s["last_win"][gs, gd] = win[last]
-        s["dupack_run"][gs, gd] = run[last]
-        s["last_sig"][gs, gd] = sig[last]
-        s["last_dir_ns"][gs, gd] = ts[last]
-        adv_last = adv_idx[last]
-        s["last_adv_ns"][gs, gd] = np.where(adv_last >= 0, ts[np.maximum(adv_last, 0)], s["last_adv_ns"][gs, gd])
-        starts = first[last]
-        for name, values in (("retrans", out["retrans"][order]), ("fast_retrans", out["fast_retrans"][order]),
-                             ("ooo", ooo), ("dupes", dupe), ("lost", lost), ("dupacks", dupack),
-                             ("ack_unseen", out["ack_unseen"][order]),
-                             ("zero_win", (win == 0) & ((flags & (SYN | RST)) == 0))):
-            s[name][gs, gd] += np.add.reduceat(values.astype(np.int64), starts)
-        s["max_seg"][gs, gd] = np.maximum(s["max_seg"][gs, gd], np.maximum.reduceat(pk.payload_len[r], starts))
-        syn_row = (flags & SYN) != 0
-        mss, wscale = pk.mss[r], pk.wscale[r]
-        for name, values in (("mss", mss), ("wscale", wscale)):
-            val = np.maximum.reduceat(np.where(syn_row, values, -1), starts)
-            s[name][gs, gd] = np.where(val >= 0, val, s[name][gs, gd])
+        # scatter per-direction results: the state after each direction's last row
+        ends = g.ends
+        adv_last = grouped.latest(advancing, ends, g, inclusive=True)
+        for name, values in (("have_seq", True), ("raw0", raw0), ("last_raw", seq[ends]),
+                             ("last_useq", useq[ends]), ("nextseq", incl[ends]), ("last_ack_raw", ack[ends]),
+                             ("last_win", win[ends]), ("dupack_run", run[ends]), ("last_sig", sig[ends]),
+                             ("last_dir_ns", ts[ends]),
+                             ("last_adv_ns", np.where(adv_last >= 0, ts[adv_last], carry["last_adv_ns"]))):
+            s.flat(name)[gkey] = values
+        for name, mask in (("retrans", retrans), ("fast_retrans", fast), ("ooo", ooo), ("dupes", dupe),
+                           ("lost", lost), ("dupacks", dupack), ("ack_unseen", ack_unseen),
+                           ("zero_win", (win == 0) & ((flags & (SYN | RST)) == 0))):
+            np.add.at(s.flat(name), key[mask], 1)
+        np.maximum.at(s.flat("max_seg"), key, payload.astype(s["max_seg"].dtype))
+        self._syn_options(pk, r, flags, gid, gkey)
         synack = (flags & (SYN | ACK)) == (SYN | ACK)
         syn_only = (flags & (SYN | ACK)) == SYN
         np.add.at(s["syn_retrans"], sl[syn_only & behind], 1)
         np.add.at(s["synack_retrans"], sl[synack & behind], 1)
         # data acknowledged by the end of the batch: the largest such segment per direction
-        acked = (seg_len > 0) & (seq_end <= s["max_uack"][sl, 1 - d])
-        out["acked"][order] = acked
-        s["max_acked_seg"][gs, gd] = np.maximum(
-            s["max_acked_seg"][gs, gd], np.maximum.reduceat(np.where(acked, pk.payload_len[r], 0), starts)
-        )
+        data = np.flatnonzero(seg_len > 0)
+        acked = data[seq_end[data] <= s.flat("max_uack")[key[data] ^ 1]]
+        out["acked"][order[acked]] = True
+        np.maximum.at(s.flat("max_acked_seg"), key[acked], payload[acked].astype(s["max_acked_seg"].dtype))
 
-    def _cross_direction(self, order: np.ndarray, by_frame: np.ndarray, segs: _Segments,
-                         out: dict[str, np.ndarray]) -> None:
-        """Facts that need the other direction in frame order: fast retransmissions, ACKs of unseen data,
-        and the highest ACK each direction sent (which decides what counts as acknowledged). The peer's state
-        carried from earlier batches is combined with the peer's rows of this batch."""
-        s = self.store
-        f = segs.reorder(by_frame)
-        fsl, fd = f.slot, f.direction
-        first_f, gid_f = grouped.group_index(fsl)
-        # latest row of each direction at or before each row (in frame order within the flow)
-        latest = [grouped.last_index_where(fd == x, first_f) for x in (0, 1)]
-        peer_latest = np.where(fd == 0, latest[1], latest[0])
-        prev_peer = np.where(peer_latest >= 0, peer_latest, -1)
-        # the peer's highest sequence end up to now: carried value, raised by batch rows of the peer
-        peer_incl = [np.maximum(grouped.cummax(np.where(fd == x, f.seq_end, grouped.NEG), gid_f),
-                                s["nextseq"][fsl, x]) for x in (0, 1)]
-        peer_high = np.where(fd == 0, peer_incl[1], peer_incl[0])
-        at_peer = np.maximum(prev_peer, 0)
-        peer_raw0 = np.where(prev_peer >= 0, f.raw0[at_peer], s["raw0"][fsl, 1 - fd])
-        peer_known = (peer_high > grouped.NEG) & ((prev_peer >= 0) | s["have_seq"][fsl, 1 - fd])
+    def _syn_options(self, pk: Packets, r: np.ndarray, flags: np.ndarray, gid: np.ndarray,
+                     gkey: np.ndarray) -> None:
+        """MSS and window scale per direction: the largest announced by the direction's SYNs in this batch, when
+        one announced any. Read from the SYN rows only (a handful) rather than from every row."""
+        syn = np.flatnonzero((flags & SYN) != 0)
+        if not len(syn):
+            return
+        groups = grouped.Groups.of(gid[syn])
+        targets = gkey[gid[syn[groups.starts]]]
+        for name in ("mss", "wscale"):
+            announced = np.maximum.reduceat(getattr(pk, name)[r[syn]], groups.starts)
+            self.store.flat(name)[targets[announced >= 0]] = announced[announced >= 0]
+
+    def _cross_direction(self, segs: _Segments, batch_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """Facts that need the other direction in frame order: fast retransmissions and ACKs of unseen data
+        (returned, per row), and the highest ACK each direction sent (which decides what counts as acknowledged).
+
+        A row's peer is the latest row of the other direction before it. The other direction's group is the
+        neighbouring one in (flow, direction) order, so one search by (group, row) finds that row; when there is
+        none, the other direction's state carried from earlier batches stands in."""
+        s, g, key = self.store, segs.groups, segs.key
+        flow_of_group = key[g.starts] >> 1
+        peer_group = np.clip(g.gid + 1 - 2 * (key & 1), 0, len(g.starts) - 1)
+        position = np.searchsorted(g.gid * batch_rows + segs.row, peer_group * batch_rows + segs.row) - 1
+        seen = (flow_of_group[peer_group] == key >> 1) & (peer_group != g.gid) & (position >= g.starts[peer_group])
+        peer = np.where(seen, position, 0)
+        other = key ^ 1
+        peer_high = np.where(seen, segs.incl[peer], s.flat("nextseq")[other])
+        peer_raw0 = np.where(seen, segs.raw0[peer], s.flat("raw0")[other])
+        peer_known = (peer_high > grouped.NEG) & (seen | s.flat("have_seq")[other])
         # this packet's ACK unwrapped into the peer's sequence space
         ref = np.where(peer_known, peer_high, 0)
-        uack = ref + (((f.ack - (peer_raw0 + ref)) + 2**31) % 2**32) - 2**31
-        out["ack_unseen"][order[by_frame]] = f.has_ack & peer_known & (uack > peer_high)
-        no_peer = f.has_ack & ~peer_known & ((f.flags & SYN) == 0)
-        np.add.at(s["ack_no_peer"], (fsl[no_peer], fd[no_peer]), 1)
+        uack = ref + (((segs.ack - (peer_raw0 + ref)) + 2**31) & _WRAP) - 2**31
+        ack_unseen = segs.has_ack & peer_known & (uack > peer_high)
+        np.add.at(s.flat("ack_no_peer"), key[segs.has_ack & ~peer_known & ((segs.flags & SYN) == 0)], 1)
         # fast retransmission: the peer's latest packet is a duplicate ACK (2nd or later) for this sequence
-        peer_run = np.where(prev_peer >= 0, f.run[at_peer], s["dupack_run"][fsl, 1 - fd])
-        peer_ack = np.where(prev_peer >= 0, f.ack[at_peer], s["last_ack_raw"][fsl, 1 - fd])
-        out["fast_retrans"][order[by_frame]] = f.behind & ~f.ooo & (peer_run >= 2) & (peer_ack == f.seq)
+        retx = np.flatnonzero(segs.behind & ~segs.ooo)
+        peer_run = np.where(seen[retx], segs.run[peer[retx]], s.flat("dupack_run")[other[retx]])
+        peer_ack = np.where(seen[retx], segs.ack[peer[retx]], s.flat("last_ack_raw")[other[retx]])
+        fast = np.zeros(len(key), dtype=bool)
+        fast[retx] = (peer_run >= 2) & (peer_ack == segs.seq[retx])
         # highest ACK per direction (in the peer's space), for "acknowledged" decisions
-        valid = f.has_ack & peer_known
+        valid = segs.has_ack & peer_known
         if valid.any():
-            key = fsl[valid] * 2 + fd[valid]
-            np.maximum.at(s["max_uack"].reshape(-1), key, uack[valid])
+            np.maximum.at(s.flat("max_uack"), key[valid], uack[valid])
+        return fast, ack_unseen
 
     # -- history ----------------------------------------------------------------------------------------------
 
-    def _histories(self, pk: Packets, rows: np.ndarray, slot: np.ndarray, direction: np.ndarray,
-                   info: FlowInfo, batch_order: _BatchOrder) -> None:
-        """Append Zeek history letters the first time each (flow, letter, direction) occurs, in frame order."""
-        s = self.store
-        flags = pk.tcp_flags[rows]
-        tcp = pk.proto[rows] == PROTO_TCP
-        payload = pk.payload_len[rows] > 0
-        letters = {
-            "S": tcp & ((flags & (SYN | ACK)) == SYN),
-            "H": tcp & ((flags & (SYN | ACK)) == (SYN | ACK)),
-            "A": tcp & ((flags & ACK) != 0) & ~payload & ((flags & (SYN | FIN | RST)) == 0),
-            "D": payload,
-            "F": tcp & ((flags & FIN) != 0),
-            "R": tcp & ((flags & RST) != 0),
-            "T": info.retrans | info.fast_retrans,
-            "G": info.lost,
-            "W": tcp & (pk.win[rows] == 0) & ((flags & (SYN | RST)) == 0),
-        }
-        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for bit, letter in enumerate(HISTORY_LETTERS):
-            mask = letters.get(letter)
-            if mask is None:
-                continue
-            for dir_value in (0, 1):
-                sel = mask & (direction == dir_value)
-                if not sel.any():
-                    continue
-                us, first = batch_order.first_where(sel)
-                bitval = 1 << (bit * 2 + dir_value)
-                new = (s["hist_mask"][us] & bitval) == 0
-                if new.any():
-                    s["hist_mask"][us[new]] |= bitval
-                    code = np.full(new.sum(), bit * 2 + dir_value)
-                    found.append((us[new], pk.frame[rows[first[new]]], code))
-        if not found:
+    def _histories(self, b: _Rows, slot: np.ndarray, direction: np.ndarray, info: FlowInfo) -> None:
+        """Append Zeek history letters the first time each (flow, letter, direction) occurs, in frame order.
+
+        Each row's letters become a bit mask of history codes (one table lookup); only codes its flow has not
+        shown yet are looked at, so established flows (every letter seen long ago) cost that mask and no more."""
+        s, pk, flags = self.store, b.pk, b.flags
+        facts = ((flags & (FIN | SYN | RST)) | ((flags & ACK) >> 1) | (pk.payload_len[b.rows] > 0) * 16
+                 | b.tcp * 32 | (pk.win[b.rows] == 0) * 64)
+        codes = _ROW_CODES[facts] | (info.retrans | info.fast_retrans) * _CODE_T | info.lost * _CODE_G
+        new = (codes << direction) & ~s["hist_mask"][slot]
+        hits = np.flatnonzero(new)
+        if not len(hits):
             return
-        us = np.concatenate([f[0] for f in found])
-        frames = np.concatenate([f[1] for f in found])
-        codes = np.concatenate([f[2] for f in found])
-        order = np.lexsort((codes, frames))
-        for slot_id, code in zip(us[order].tolist(), codes[order].tolist(), strict=True):
-            letter = HISTORY_LETTERS[code // 2]
-            self.history[slot_id] += letter if code % 2 == 0 else letter.lower()
+        bits = np.unpackbits(new[hits].astype("<u4").view(np.uint8).reshape(-1, 4), axis=1, bitorder="little")
+        hit_row, code = np.nonzero(bits[:, : 2 * len(HISTORY_LETTERS)])  # in frame order, then code order
+        us = slot[hits[hit_row]]
+        _, first = np.unique(us * (2 * len(HISTORY_LETTERS)) + code, return_index=True)  # per (flow, code)
+        first.sort()
+        us, code = us[first], code[first]
+        np.bitwise_or.at(s["hist_mask"], us, 1 << code)
+        by_flow = np.argsort(us, kind="stable")
+        self._append_history(us[by_flow], code[by_flow])
+
+    def _append_history(self, us: np.ndarray, codes: np.ndarray) -> None:
+        """Append new history codes to each flow's packed history; `us` holds each flow's codes together, in the
+        order they occurred."""
+        s = self.store
+        groups = grouped.Groups.of(us)
+        pos = s["hist_len"][us] + (np.arange(len(us)) - groups.first)
+        flows = us[groups.starts]
+        for name, lo, hi in (("hist_lo", 0, LO_CODES), ("hist_hi", LO_CODES, 2 * len(HISTORY_LETTERS))):
+            inside = (pos >= lo) & (pos < hi)
+            bits = np.where(inside, codes << (CODE_BITS * np.clip(pos - lo, 0, hi - lo - 1)), 0)
+            s[name][flows] |= np.bitwise_or.reduceat(bits, groups.starts)
+        s["hist_len"][flows] += groups.sizes.astype(np.int8)
 
     # -- emission -------------------------------------------------------------------------------------------
 
@@ -709,28 +766,37 @@ class FlowTable:
         )
         return (seconds * NS).astype(np.int64)
 
-    def _records_for_pending(self) -> pd.DataFrame | None:
-        if not self._pending:
-            return None
-        slots = np.concatenate([p for p, _ in self._pending])
-        reasons = np.concatenate([r for _, r in self._pending])
-        self._pending.clear()
-        slots, keep = np.unique(slots, return_index=True)
-        reasons = reasons[keep]
-        histories = [self.history.pop(x, "") for x in slots.tolist()]
-        frame = build_records(self.store, slots, histories, reasons)
+    def _depart(self, slots: np.ndarray, reasons: np.ndarray) -> _Departed:
+        """Take the flows' state out of the table and free their slots."""
+        departed = _Departed(self.store.take(slots), reasons)
         self._unregister(slots)
         self.store.release(slots)
-        return frame
+        return departed
 
-    def _flush(self) -> pd.DataFrame | None:
+    def _leave(self) -> Iterator[pd.DataFrame]:
+        """Records of the evicted flows, then of the pending ones (each flow once, with the first reason it was
+        given, in slot order), RECORD_SLICE rows at a time; pending flows leave the table slice by slice."""
         if self._superseded:
             sup = np.array(self._superseded, dtype=np.int64)
             self._superseded.clear()
             self._pending.append((sup, np.full(len(sup), END_REASONS.index("superseded-by-reuse"))))
-        parts = [*self._emitted, self._records_for_pending()]
-        self._emitted.clear()
-        parts = [p for p in parts if p is not None and len(p)]
-        if not parts:
-            return None
-        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        while self._departed:
+            yield self._departed.popleft().records()
+        if not self._pending:
+            return
+        slots = np.concatenate([p for p, _ in self._pending])
+        reasons = np.concatenate([r for _, r in self._pending])
+        slots, keep = np.unique(slots, return_index=True)
+        self._pending = [(slots, reasons[keep])]
+        while self._pending:
+            slots, reasons = self._pending.pop()
+            if len(slots) > RECORD_SLICE:
+                self._pending.append((slots[RECORD_SLICE:], reasons[RECORD_SLICE:]))
+            yield self._depart(slots[:RECORD_SLICE], reasons[:RECORD_SLICE]).records()
+
+
+def _whole(frames: Iterator[pd.DataFrame]) -> pd.DataFrame | None:
+    parts = list(frames)
+    if not parts:
+        return None
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]

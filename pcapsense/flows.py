@@ -44,7 +44,7 @@ RECORD_SLICE = 20_000  # rows per flow-record frame (~25 MB): the most flow reco
 class FlowLimits:
     """Memory bounds of the flow table. Times are in capture (packet) time, not wall-clock time."""
 
-    max_flows: int = 200_000  # about 0.7 KiB of state each: ~140 MB at the cap
+    max_flows: int = 150_000  # ~0.7 KiB of state each (~105 MB): keeps a 1M-handshake flood under 512 MB
     half_open_timeout_s: float = 64.0  # Linux drops SYN_RECV after tcp_synack_retries=5 (~63 s)
     established_timeout_s: float = 600.0  # Suricata flow-timeouts.tcp.established
     closed_timeout_s: float = 60.0  # Linux TCP_TIMEWAIT_LEN: closed tuples stay to reveal reuse inside TIME_WAIT

@@ -228,14 +228,6 @@ class FlowTable:
             self._pending.append((slots, np.full(len(slots), END_REASONS.index("end-of-capture"))))
         return self._leave()
 
-    def expire(self) -> pd.DataFrame | None:
-        """`expire_records` as one frame, for callers whose captures are small (tests, notebooks)."""
-        return _whole(self.expire_records())
-
-    def drain(self) -> pd.DataFrame | None:
-        """`drain_records` as one frame, for callers whose captures are small (tests, notebooks)."""
-        return _whole(self.drain_records())
-
     # -- slot assignment ------------------------------------------------------------------------------------
 
     def _track(self, pk: Packets, rows: np.ndarray) -> FlowInfo:
@@ -793,10 +785,3 @@ class FlowTable:
             if len(slots) > RECORD_SLICE:
                 self._pending.append((slots[RECORD_SLICE:], reasons[RECORD_SLICE:]))
             yield self._depart(slots[:RECORD_SLICE], reasons[:RECORD_SLICE]).records()
-
-
-def _whole(frames: Iterator[pd.DataFrame]) -> pd.DataFrame | None:
-    parts = list(frames)
-    if not parts:
-        return None
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]

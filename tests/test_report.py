@@ -52,8 +52,8 @@ def timeline_of(path: str | Path) -> dict:
     """Drive a Timeline over a capture exactly as the engine does: batches, every stream it wants, flow records."""
     timeline, table, streams = Timeline(), FlowTable(), StreamBuilder()
 
-    def records(frame):
-        if frame is not None and len(frame):
+    def records(frames):
+        for frame in frames:
             timeline.add_flows(frame)
             streams.forget(frame["conn_id"].to_numpy())
 
@@ -68,10 +68,10 @@ def timeline_of(path: str | Path) -> dict:
             timeline.add_batch(pk, info)
             for name in timeline.wants:
                 timeline.add_stream(name, streams.build(name, pk, info, row_of))
-            records(table.expire())
+            records(table.expire_records())
     finally:
         opened.close()
-    records(table.drain())
+    records(table.drain_records())
     return timeline.to_dict()
 
 

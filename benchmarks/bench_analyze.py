@@ -9,13 +9,19 @@ The capture is synthetic and fully deterministic (fixed seed, fixed base timesta
 microsecond pcap on Ethernet, dominated by full-size TCP segments of many concurrent connections, with DNS,
 ARP and half-open SYNs mixed in.  ``write_benchmark_capture`` is importable so tests can build a small one.
 
-Each tool runs as a whole process, once per measurement; wall time comes from the parent, peak memory from the
-child's own ``wait4`` rusage (kernel ``ru_maxrss``: the largest single process among the child and the
-descendants it reaped) and from sampling the whole process tree every 20 ms.  pcapsense reads and decodes large
-captures in a forked read-ahead child that shares pages with its parent (copy-on-write and a shared batch
-mapping), so summing RSS would count those pages twice: the tree is summed in PSS (proportional set size, each
-shared page split among its sharers), and the larger of that sum and ru_maxrss is the reported peak.  The RSS
-sum is recorded alongside, as an upper bound.
+Each tool runs as a whole process, once per measurement, the tools taking turns (pcapsense, tshark, pcapsense,
+tshark, ...) so that a change in machine load hits both alike. Timed runs are left alone: wall time comes from
+the parent, CPU time and peak memory from the tool's own ``wait4`` rusage (kernel ``ru_maxrss``: the largest
+single process among the tool and the descendants it reaped). Nothing samples a timed run, because reading
+``/proc/PID/smaps_rollup`` walks the page tables under the process's memory lock: sampled every 20 ms it made
+tshark (2.8 GB resident) take 38 s instead of 14 s.
+
+pcapsense reads and decodes large captures in a forked read-ahead child that shares pages with its parent
+(copy-on-write and a shared batch mapping), so neither ru_maxrss nor a sum of RSS tells its footprint. It
+therefore gets one more, untimed, run in which the whole process tree is sampled every 20 ms and summed in PSS
+(proportional set size, each shared page split among its sharers); the reported peak is the larger of that sum
+and ru_maxrss. The RSS sum is recorded alongside, as an upper bound. A single-process tool (tshark) needs no
+such run: its ru_maxrss is its peak.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -603,11 +610,13 @@ with open(out_path, "wb") as out, open(err_path, "wb") as err:
             peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
     sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    if os.environ.get("BENCH_SAMPLE") == "1":
+        sampler.start()
     _, status, ru = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
     done.set()
-    sampler.join()
+    if sampler.is_alive():
+        sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
 print(json.dumps({"returncode": proc.returncode, "seconds": elapsed, "user_s": ru.ru_utime,
                   "sys_s": ru.ru_stime, "maxrss_kb": ru.ru_maxrss, "tree_rss_sampled_kb": peak[0],
@@ -615,10 +624,12 @@ print(json.dumps({"returncode": proc.returncode, "seconds": elapsed, "user_s": r
 """
 
 
-def measure(cmd: list[str], stdout_path: Path, stderr_path: Path) -> dict:
-    """Run cmd once as its own process (via the helper): wall seconds, ru_maxrss, sampled tree RSS."""
+def measure(cmd: list[str], stdout_path: Path, stderr_path: Path, *, sample: bool = False) -> dict:
+    """Run cmd once as its own process (via the helper): wall seconds, CPU seconds, ru_maxrss and, when
+    `sample`, the peak RSS and PSS sums of its process tree (sampling slows the tool: never time such a run)."""
+    env = {**os.environ, "BENCH_SAMPLE": "1" if sample else "0"}
     helper = subprocess.run([sys.executable, "-S", "-c", MEASURE_HELPER, str(stdout_path), str(stderr_path),
-                             *cmd], capture_output=True, text=True, check=True)
+                             *cmd], capture_output=True, text=True, check=True, env=env)
     r = json.loads(helper.stdout)
     maxrss_mb, tree_mb = r.pop("maxrss_kb") / 1024, r.pop("tree_rss_sampled_kb") / 1024
     pss_mb = r.pop("tree_pss_sampled_kb") / 1024
@@ -654,27 +665,56 @@ def _pcapsense_cmd(template: str | None, path: Path) -> list[str]:
     return [*base, "analyze", str(path), "--format", "json", "--no-report", "-q"]
 
 
-def run_tool(tool: str, cmd: list[str], packets: int, out: Path, tag: str, repeat: int) -> dict:
-    runs = []
+@dataclass
+class Tool:
+    """One command under test and what its runs measured."""
+
+    name: str
+    cmd: list[str]
+    packets: int
+    tag: str
+    forks: bool  # runs child processes that share pages: needs a sampled (untimed) memory run
+    runs: list[dict] = field(default_factory=list)
+    memory_run: dict | None = None
+
+    def run(self, out: Path, *, sample: bool = False) -> dict:
+        return measure(self.cmd, out / f"{self.tag}.stdout", out / f"{self.tag}.stderr", sample=sample)
+
+    @property
+    def failed(self) -> bool:
+        return any(r["returncode"] != 0 for r in self.runs)
+
+
+def run_tools(tools: list[Tool], out: Path, repeat: int) -> list[dict]:
+    """Timed runs with the tools taking turns, then one sampled memory run per forking tool."""
     for _ in range(repeat):
-        r = measure(cmd, out / f"{tag}.stdout", out / f"{tag}.stderr")
-        runs.append(r)
-        if r["returncode"] != 0:
-            break
-    best = min(runs, key=lambda r: r["seconds"]) if all(r["returncode"] == 0 for r in runs) else runs[-1]
-    res = {"tool": tool, "packets": packets, **best, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
-           "runs": [{k: r[k] for k in ("seconds", "maxrss_mb", "tree_rss_sampled_mb", "tree_pss_sampled_mb",
-                                         "returncode")}
+        for tool in tools:
+            if not tool.failed:
+                tool.runs.append(tool.run(out))
+    for tool in tools:
+        if tool.forks and not tool.failed:
+            tool.memory_run = tool.run(out, sample=True)
+    return [_result(tool, out) for tool in tools]
+
+
+def _result(tool: Tool, out: Path) -> dict:
+    runs = tool.runs + ([tool.memory_run] if tool.memory_run else [])
+    timed = [r for r in tool.runs if r["returncode"] == 0]
+    best = min(timed, key=lambda r: r["seconds"]) if not tool.failed else tool.runs[-1]
+    res = {"tool": tool.name, "packets": tool.packets, **best,
+           "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+           "runs": [{k: r[k] for k in ("seconds", "user_s", "sys_s", "maxrss_mb", "tree_rss_sampled_mb",
+                                         "tree_pss_sampled_mb", "returncode")} | {"sampled": r is tool.memory_run}
                     for r in runs]}
-    res["packets_per_s"] = packets / res["seconds"] if res["returncode"] == 0 and res["seconds"] > 0 else None
+    res["packets_per_s"] = tool.packets / res["seconds"] if res["returncode"] == 0 and res["seconds"] > 0 else None
     if res["returncode"] != 0:
-        res["stderr_tail"] = (out / f"{tag}.stderr").read_text(errors="replace")[-2000:]
-    elif tool == "tshark":
-        text = (out / f"{tag}.stdout").read_text(errors="replace")
+        res["stderr_tail"] = (out / f"{tool.tag}.stderr").read_text(errors="replace")[-2000:]
+    elif tool.tag == "tshark":
+        text = (out / f"{tool.tag}.stdout").read_text(errors="replace")
         res["conversations"] = sum(1 for line in text.splitlines() if "<->" in line)
-    elif tool.startswith("pcapsense"):
+    else:
         try:
-            with open(out / f"{tag}.stdout", "rb") as fh:
+            with open(out / f"{tool.tag}.stdout", "rb") as fh:
                 res["reported_packets"] = _find_packet_count(json.load(fh))
         except (ValueError, OSError) as exc:
             res["json_error"] = str(exc)[:200]
@@ -683,9 +723,9 @@ def run_tool(tool: str, cmd: list[str], packets: int, out: Path, tag: str, repea
 
 def _fmt_row(r: dict) -> str:
     if r["returncode"] != 0:
-        return f"{r['tool']:<16} {r['packets']:>10,} {'exit ' + str(r['returncode']):>9} {'-':>12} {'-':>12}"
-    return (f"{r['tool']:<16} {r['packets']:>10,} {r['seconds']:>9.2f} {r['packets_per_s']:>12,.0f} "
-            f"{r['peak_rss_mb']:>12.1f}")
+        return f"{r['tool']:<16} {r['packets']:>10,} {'exit ' + str(r['returncode']):>9} {'-':>9} {'-':>12} {'-':>12}"
+    return (f"{r['tool']:<16} {r['packets']:>10,} {r['seconds']:>9.2f} {r['user_s'] + r['sys_s']:>9.2f} "
+            f"{r['packets_per_s']:>12,.0f} {r['peak_rss_mb']:>12.1f}")
 
 
 def _tshark_version(exe: str) -> str | None:
@@ -753,24 +793,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in sizes:
             _warm(Path(captures[n]["path"]))
-        rows = []
-        ps = run_tool("pcapsense", _pcapsense_cmd(args.pcapsense_cmd, main_path), args.packets, out,
-                      "pcapsense", args.repeat)
-        rows.append(ps)
-        quarter = None
+        tools = [Tool("pcapsense", _pcapsense_cmd(args.pcapsense_cmd, main_path), args.packets, "pcapsense",
+                      forks=True)]
         if args.flat_check:
             qn = args.packets // 4
-            qcmd = _pcapsense_cmd(args.pcapsense_cmd, Path(captures[qn]["path"]))
-            quarter = run_tool("pcapsense (N/4)", qcmd, qn, out, "pcapsense_quarter", args.repeat)
-            rows.append(quarter)
-        ts = None
+            tools.append(Tool("pcapsense (N/4)", _pcapsense_cmd(args.pcapsense_cmd, Path(captures[qn]["path"])),
+                              qn, "pcapsense_quarter", forks=True))
         if not args.skip_tshark:
             if shutil.which(args.tshark):
-                ts = run_tool("tshark", [args.tshark, "-q", "-z", "conv,tcp", "-r", str(main_path)],
-                              args.packets, out, "tshark", args.repeat)
-                rows.append(ts)
+                tools.append(Tool("tshark", [args.tshark, "-q", "-z", "conv,tcp", "-r", str(main_path)],
+                                  args.packets, "tshark", forks=False))
             else:
                 print(f"warning: {args.tshark} not found; skipping it", file=sys.stderr)
+        rows = run_tools(tools, out, args.repeat)
+        by_tag = dict(zip((t.tag for t in tools), rows, strict=True))
+        ps, quarter, ts = by_tag["pcapsense"], by_tag.get("pcapsense_quarter"), by_tag.get("tshark")
         results["runs"] = rows
     finally:
         if not args.keep:
@@ -780,7 +817,7 @@ def main(argv: list[str] | None = None) -> int:
                     p.with_suffix(".json").unlink()
 
     print()
-    print(f"{'tool':<16} {'packets':>10} {'seconds':>9} {'packets/s':>12} {'peak RSS MB':>12}")
+    print(f"{'tool':<16} {'packets':>10} {'seconds':>9} {'CPU s':>9} {'packets/s':>12} {'peak RSS MB':>12}")
     for r in rows:
         print(_fmt_row(r))
     for r in rows:

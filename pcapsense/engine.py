@@ -22,6 +22,7 @@ from pcapsense.events import StreamBuilder
 from pcapsense.findings import Finding
 from pcapsense.flows import FlowLimits, FlowTable
 from pcapsense.ladder import Rung, build_ladder
+from pcapsense.prepare import prepare
 from pcapsense.readahead import decoded_batches
 from pcapsense.reader import open_capture
 from pcapsense.reader.source import DEFAULT_MAX_DECOMPRESSED
@@ -131,15 +132,18 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
     detectors: list[Detector] = []
     dispatch = _Dispatch([])
     context_ready = False
+    listened = frozenset(s for cls in registry.values() for s in cls.streams()) | frozenset(
+        timeline.wants if timeline is not None else ())
     try:
         for pk in decoded_batches(reader, options.read_ahead):
+            prepared = prepare(pk, listened)
             if not context_ready:
                 context = CaptureContext(opened.source.name, tuple(i.linktype for i in reader.interfaces),
                                          len(reader.interfaces))
                 detectors = instantiate(registry, options.overrides, context)
                 dispatch = _Dispatch(detectors)
                 context_ready = True
-            info = table.update(pk)
+            info = table.update(pk, prepared.keys)
             row_of = np.full(len(pk), -1, dtype=np.int64)
             row_of[info.rows] = np.arange(len(info.rows))
             stats.add_batch(pk, info)
@@ -148,11 +152,12 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
             for name in ("arp", "broadcast", "ndp", "icmp_errors", "tcp_retransmissions", "tls", "http"):
                 plotted = timeline is not None and name in timeline.wants
                 if dispatch.wants(name) or plotted:
-                    frame = streams.build(name, pk, info, row_of)
+                    frame = streams.build(name, pk, info, row_of, prepared)
                     if plotted:
                         timeline.add_stream(name, frame)
                     dispatch.queue(name, frame)
-            dns = streams.build("dns", pk, info, row_of)
+            streams.count_prepared(prepared)
+            dns = streams.build("dns", pk, info, row_of, prepared)
             stats.add_dns(dns)
             if timeline is not None:
                 timeline.add_stream("dns", dns)

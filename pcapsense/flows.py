@@ -31,6 +31,7 @@ import pandas as pd
 from pcapsense import grouped
 from pcapsense.decode.columns import PROTO_TCP, PROTO_UDP, Packets
 from pcapsense.flowindex import FlowIndex
+from pcapsense.flowkeys import FlowKeys
 from pcapsense.flowrecords import CODE_BITS, END_REASONS, HISTORY_LETTERS, LO_CODES, build_records
 from pcapsense.flowstate import SlotStore
 
@@ -123,19 +124,8 @@ class _Rows:
     flags: np.ndarray  # TCP flags (0 on other protocols)
 
     @classmethod
-    def of(cls, pk: Packets, rows: np.ndarray) -> _Rows:
-        proto = pk.proto[rows]
-        return cls(pk, rows, proto, proto == PROTO_TCP, pk.tcp_flags[rows])
-
-
-@dataclass
-class _Grouping:
-    """The rows of a batch grouped by exact flow key."""
-
-    first_idx: np.ndarray  # first row of each group
-    inv: np.ndarray  # group of each row
-    hashes: np.ndarray  # hash of each group
-    exact: bool  # a hash collision forced an exact grouping (groups in key order; hashes may repeat)
+    def of(cls, pk: Packets, keys: FlowKeys) -> _Rows:
+        return cls(pk, keys.rows, keys.proto, keys.proto == PROTO_TCP, keys.flags)
 
 
 def _by_direction(groups: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -164,14 +154,6 @@ _ROW_CODES = np.array([_row_codes(facts) for facts in range(1 << 7)], dtype=np.i
 _CODE_T, _CODE_G = 1 << (2 * HISTORY_LETTERS.index("T")), 1 << (2 * HISTORY_LETTERS.index("G"))
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: a cheap, well-spread 64-bit hash step."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
 class FlowTable:
     """Tracks connections across batches and emits flow records as they close, expire or are evicted."""
 
@@ -191,9 +173,10 @@ class FlowTable:
 
     # -- public ---------------------------------------------------------------------------------------------
 
-    def update(self, pk: Packets) -> FlowInfo:
-        """Account one decoded batch; returns per-packet annotations for the tracked rows."""
-        rows = np.flatnonzero((pk.ipver > 0) & (pk.malformed == 0) & ~pk.later_fragment & (pk.proto >= 0))
+    def update(self, pk: Packets, keys: FlowKeys | None = None) -> FlowInfo:
+        """Account one decoded batch; returns per-packet annotations for the tracked rows. `keys` is the batch's
+        flow grouping when it was computed ahead (prepare.py), else it is computed here."""
+        keys = keys if keys is not None else FlowKeys.of(pk)
         later = int(np.count_nonzero(pk.later_fragment))
         if later:
             self.stats.untracked_packets["ip-fragment-continuation"] = (
@@ -201,7 +184,7 @@ class FlowTable:
             )
         if len(pk.ts_ns):
             self.now_ns = max(self.now_ns, int(pk.ts_ns.max()))
-        info = self._track(pk, rows)
+        info = self._track(pk, keys)
         self.stats.peak_tracked = max(self.stats.peak_tracked, self.store.in_use)
         return info
 
@@ -230,58 +213,32 @@ class FlowTable:
 
     # -- slot assignment ------------------------------------------------------------------------------------
 
-    def _track(self, pk: Packets, rows: np.ndarray) -> FlowInfo:
-        n = len(rows)
-        if not n:
+    def _track(self, pk: Packets, keys: FlowKeys) -> FlowInfo:
+        rows, src_is_a = keys.rows, keys.src_is_a
+        if not len(rows):
             empty = np.zeros(0, dtype=np.int64)
             return FlowInfo(rows, empty, empty, empty, empty, empty, *(np.zeros(0, bool) for _ in range(7)))
-        b = _Rows.of(pk, rows)
-        s_hi, s_lo, d_hi, d_lo = pk.src_hi[rows], pk.src_lo[rows], pk.dst_hi[rows], pk.dst_lo[rows]
-        has_ports = b.tcp | (b.proto == PROTO_UDP)
-        sp = np.where(has_ports, pk.sport[rows], 0)
-        dp = np.where(has_ports, pk.dport[rows], 0)
-        src_is_a = (s_hi < d_hi) | ((s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (sp <= dp))))
-        a_hi, a_lo, a_p = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, s_lo, d_lo), np.where(src_is_a, sp, dp)
-        b_hi, b_lo, b_p = np.where(src_is_a, d_hi, s_hi), np.where(src_is_a, d_lo, s_lo), np.where(src_is_a, dp, sp)
-        key_cols = (b.proto, a_hi, a_lo, a_p, b_hi, b_lo, b_p)
-        grouping = self._group(key_cols)
-        first_idx, hashes = grouping.first_idx, grouping.hashes
-        slots_u, exact = self._lookup(key_cols, grouping)
+        b = _Rows.of(pk, keys)
+        slots_u, exact = self._lookup(keys)
         new_u = np.flatnonzero(slots_u < 0)
-        if not grouping.exact:  # new flows get slots and connection ids in hash order, as they always have
-            new_u = new_u[np.argsort(hashes[new_u])]
+        if not keys.exact:  # new flows get slots and connection ids in hash order, as they always have
+            new_u = new_u[np.argsort(keys.hashes[new_u])]
         if len(new_u):
             self._make_room(len(new_u), protect=slots_u[slots_u >= 0])
-            slots_u[new_u] = self._open(pk, rows, first_idx[new_u], src_is_a)
-            self._register(slots_u[new_u], hashes[new_u], exact[new_u], key_cols, first_idx[new_u])
-        slot = slots_u[grouping.inv]
+            slots_u[new_u] = self._open(pk, rows, keys.first_idx[new_u], src_is_a)
+            self._register(slots_u[new_u], exact[new_u], keys, new_u)
+        slot = slots_u[keys.inv]
         direction = (src_is_a != self.store["orig_is_a"][slot]).astype(np.int64)
         moved = self._split_reused(b, slot, direction, src_is_a)
-        by_key2 = _by_direction(pd.factorize(slot)[0] if moved else grouping.inv, direction)
+        by_key2 = _by_direction(pd.factorize(slot)[0] if moved else keys.inv, direction)
         self._account(b, slot, direction)
         info = self._tcp_analysis(b, slot, direction, by_key2)
         self._histories(b, slot, direction, info)
         return info
 
-    @staticmethod
-    def _group(key_cols: tuple[np.ndarray, ...]) -> _Grouping:
-        """Group rows by exact key: hash to 64 bits and number the distinct hashes in order of first appearance
-        (a hash table: no sort), then verify, and fall back to an exact sort on a collision."""
-        h = np.zeros(len(key_cols[0]), dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for col in key_cols:
-                h = _mix(h ^ col.astype(np.uint64, copy=False))
-        inv, hashes = pd.factorize(h)
-        first_idx = np.flatnonzero(np.r_[True, inv[1:] > np.maximum.accumulate(inv)[:-1]])  # where a number is new
-        rep = first_idx[inv]
-        if all(np.array_equal(col, col[rep]) for col in key_cols):
-            return _Grouping(first_idx, inv, hashes, exact=False)
-        exact = np.rec.fromarrays([c.astype(np.int64) if c.dtype != np.uint64 else c for c in key_cols])
-        _, first_idx, inv = np.unique(exact, return_index=True, return_inverse=True)
-        return _Grouping(first_idx, inv, h[first_idx], exact=True)
-
-    def _key_matches(self, slots: np.ndarray, key_cols: tuple[np.ndarray, ...], rows: np.ndarray) -> np.ndarray:
-        """Whether each slot's stored flow has exactly the key of the given rows (guards against hash collisions)."""
+    def _key_matches(self, slots: np.ndarray, keys: FlowKeys, groups: np.ndarray) -> np.ndarray:
+        """Whether each slot's stored flow has exactly the key of the given groups (guards against hash
+        collisions)."""
         s = self.store
         oa = s["orig_is_a"][slots]
         stored = (s["proto"][slots],
@@ -292,39 +249,35 @@ class FlowTable:
                   np.where(oa, s["resp_lo"][slots], s["orig_lo"][slots]),
                   np.where(oa, s["resp_port"][slots], s["orig_port"][slots]))
         match = np.ones(len(slots), dtype=bool)
-        for have, want in zip(stored, key_cols, strict=True):
-            match &= have == want[rows]
+        for have, want in zip(stored, keys.keys, strict=True):
+            match &= have == want[groups]
         return match
 
-    def _lookup(self, key_cols: tuple[np.ndarray, ...], grouping: _Grouping) -> tuple[np.ndarray, np.ndarray]:
+    def _lookup(self, keys: FlowKeys) -> tuple[np.ndarray, np.ndarray]:
         """Slots of the batch's flows (-1 for new ones), and which groups must be kept by exact key."""
-        first_idx, hashes = grouping.first_idx, grouping.hashes
+        hashes = keys.hashes
         slots = self.index.lookup(hashes)
         found = np.flatnonzero(slots >= 0)
         exact = np.zeros(len(hashes), dtype=bool)
-        mismatch = found[~self._key_matches(slots[found], key_cols, first_idx[found])]
+        mismatch = found[~self._key_matches(slots[found], keys, found)]
         exact[mismatch] = True
-        if grouping.exact:  # two different keys of this batch may share a hash
+        if keys.exact:  # two different keys of this batch may share a hash
             uniq, counts = np.unique(hashes, return_counts=True)
             exact |= np.isin(hashes, uniq[counts > 1])
         if self.index.overflow:
             exact |= np.isin(hashes, self.store["key_hash"][list(self.index.overflow.values())])
         for u in np.flatnonzero(exact).tolist():
-            slots[u] = self.index.overflow.get(self._exact_key(key_cols, int(first_idx[u])), -1)
+            slots[u] = self.index.overflow.get(keys.key(u), -1)
         return slots, exact
 
-    @staticmethod
-    def _exact_key(key_cols: tuple[np.ndarray, ...], row: int) -> tuple[int, ...]:
-        return tuple(int(col[row]) for col in key_cols)
-
-    def _register(self, slots: np.ndarray, hashes: np.ndarray, exact: np.ndarray,
-                  key_cols: tuple[np.ndarray, ...], rows: np.ndarray) -> None:
+    def _register(self, slots: np.ndarray, exact: np.ndarray, keys: FlowKeys, groups: np.ndarray) -> None:
+        hashes = keys.hashes[groups]
         self.store["key_hash"][slots] = hashes
         exact = exact | self.index.contains(hashes)
         self.store["in_overflow"][slots] = exact
         self.index.add(hashes[~exact], slots[~exact])
-        for slot, row in zip(slots[exact].tolist(), rows[exact].tolist(), strict=True):
-            self.index.overflow[self._exact_key(key_cols, row)] = slot
+        for slot, group in zip(slots[exact].tolist(), groups[exact].tolist(), strict=True):
+            self.index.overflow[keys.key(group)] = slot
 
     def _stored_key(self, slot: int) -> tuple[int, ...]:
         s = self.store

@@ -26,7 +26,8 @@ from pcapsense.decode.http import (
 from pcapsense.decode.text import safe_text
 from pcapsense.decode.tls import HRR_RANDOM, TlsEvent, looks_like_tls_record, parse_tls
 from pcapsense.errors import MalformedPacket
-from pcapsense.events import FRAME_HASH_BYTES, frame_hashes, tls_record_start
+from pcapsense.events import tls_record_start
+from pcapsense.packetstreams import FRAME_HASH_BYTES, frame_hashes
 
 # --------------------------------------------------------------------------------------------- helpers
 

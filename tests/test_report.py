@@ -27,6 +27,7 @@ from pcapsense.engine import AnalysisOptions, AnalysisResult, analyze
 from pcapsense.events import StreamBuilder
 from pcapsense.findings import Evidence, Finding, FlowRef, Severity
 from pcapsense.flows import FlowTable
+from pcapsense.prepare import prepare
 from pcapsense.reader import open_capture
 from pcapsense.report import ReportExistsError, UnsafePathError, default_report_dir, write_report
 from pcapsense.report import wireshark as drilldown
@@ -62,12 +63,13 @@ def timeline_of(path: str | Path) -> dict:
         for batch in opened.reader.batches():
             linktypes = np.array([i.linktype for i in opened.reader.interfaces], dtype=np.int64)
             pk = decode_batch(batch, linktypes)
-            info = table.update(pk)
+            prepared = prepare(pk, frozenset(timeline.wants))
+            info = table.update(pk, prepared.keys)
             row_of = np.full(len(pk), -1, dtype=np.int64)
             row_of[info.rows] = np.arange(len(info.rows))
             timeline.add_batch(pk, info)
             for name in timeline.wants:
-                timeline.add_stream(name, streams.build(name, pk, info, row_of))
+                timeline.add_stream(name, streams.build(name, pk, info, row_of, prepared))
             records(table.expire_records())
     finally:
         opened.close()

@@ -1,0 +1,39 @@
+"""Per-batch work that reads the decoded packets and nothing else, done where the batch is decoded.
+
+Why: with read-ahead (readahead.py) the decoding process has CPU to spare while the engine's process (flow
+table, detectors) sets the pace. The flow grouping of a batch (flowkeys.py) and the packet-only event streams
+(packetstreams.py: ARP, broadcasts, NDP, ICMP errors, DNS messages) depend on no flow state and no other batch,
+so the read-ahead child computes them along with the columns and the engine finds them ready. Without a child
+the same function runs in the engine's process, so both paths give identical results.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pcapsense import packetstreams
+from pcapsense.decode.columns import Packets
+from pcapsense.flowkeys import FlowKeys
+from pcapsense.packetstreams import PACKET_STREAMS, Columns
+
+
+@dataclass
+class Prepared:
+    """What a batch's packets alone tell: its flow grouping, its packet-only streams, deep-decoding failures."""
+
+    keys: FlowKeys
+    streams: dict[str, Columns]  # packet-only streams with at least one row, by name
+    dns: tuple[np.ndarray, Columns] | None  # (rows, columns) of the decoded DNS messages
+    malformed: Counter[str] = field(default_factory=Counter)
+
+
+def prepare(pk: Packets, streams: frozenset[str]) -> Prepared:
+    """Prepare one batch; `streams` names the packet-only streams someone listens to (others are not built)."""
+    malformed: Counter[str] = Counter()
+    keys = FlowKeys.of(pk)
+    built = {name: columns for name, build in PACKET_STREAMS.items()
+             if name in streams and (columns := build(pk, malformed)) is not None}
+    return Prepared(keys, built, packetstreams.dns(pk, keys.rows, malformed), malformed)

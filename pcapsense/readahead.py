@@ -5,9 +5,18 @@ detectors together, and they depend on nothing downstream. With two or more core
 decodes batch n+1 while the engine works on batch n, so a large capture takes close to half the wall time.
 
 Batches cross through an anonymous shared mapping created before the fork, in SLOTS fixed slots (one being
-filled, one being read), so packet bytes and decoded columns are copied once and never pickled. The
-engine hands a slot back when it asks for the next batch; nothing downstream keeps views of a batch's columns
-past its turn (streams, records and state are built from copies: fancy indexing, DataFrame construction).
+filled, one being read), so decoded columns are copied once and never pickled. The engine hands a slot back
+when it asks for the next batch; nothing downstream keeps views of a batch's columns past its turn (streams,
+records and state are built from copies: fancy indexing, DataFrame construction).
+
+The packet bytes of a regular, uncompressed capture are not copied at all: the child reads them through
+mappings of the file (reader.chunks.MappedChunks) and sends only a batch's file range; the parent maps the
+same range itself (the descriptor is inherited across fork), so it faults in only the pages the engine touches
+(and their fault-around neighbours), and the mapping goes when the engine drops the batch. Other inputs (stdin,
+pipes, decompressed streams) have their bytes copied into the slot with the columns. A capture file cut shorter
+while mapped makes the next access to a lost page raise SIGBUS: in the child that kills it, and the parent
+reports its death by that signal as a ReaderProcessError; in the parent, or when reading in-process, it ends
+the process. Neither is handled otherwise.
 
 Small captures never fork: the child starts only once FORK_AFTER_BYTES have been read here, so tiny and
 sample captures cost nothing extra. The child continues the very generator this process started (fork copies
@@ -37,6 +46,7 @@ import numpy as np
 from pcapsense.decode.columns import Packets, decode_batch
 from pcapsense.errors import PcapsenseError
 from pcapsense.reader.batch import RawBatch
+from pcapsense.reader.chunks import MappedChunks
 from pcapsense.reader.open import CaptureReader
 from pcapsense.reader.walker import Walker
 
@@ -49,6 +59,8 @@ PACKET_FIELDS = tuple(f.name for f in fields(Packets))
 READER_STATE = tuple(f.name for f in fields(Walker) if f.name != "chunks")
 
 Layout = tuple[tuple[str, str, tuple[int, ...], int], ...]  # (column, dtype, shape, offset in the slot)
+FileRange = tuple[int, int]  # (offset, length) of a batch's `data` in a mapped capture file
+Shipped = tuple[int, Layout, FileRange | None]  # slot, the columns in it, where `data` is when not in it
 
 
 class ReaderProcessError(PcapsenseError):
@@ -99,6 +111,7 @@ def _decode(reader: CaptureReader, batch: RawBatch) -> Packets:
 
 
 def _forked(reader: CaptureReader, batches: Iterator[RawBatch]) -> Iterator[Packets]:
+    mapped = reader.chunks if isinstance(reader.chunks, MappedChunks) else None
     shared = mmap.mmap(-1, SLOTS * SLOT_BYTES)
     from_child, child_out = Pipe(duplex=False)
     child_in, to_child = Pipe(duplex=False)
@@ -107,11 +120,11 @@ def _forked(reader: CaptureReader, batches: Iterator[RawBatch]) -> Iterator[Pack
     if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
         from_child.close()
         to_child.close()
-        _child(reader, batches, shared, child_out, child_in)
+        _child(reader, batches, shared, child_out, child_in, mapped)
     gc.unfreeze()
     child_out.close()
     child_in.close()
-    reader.chunks.buf = b""  # the child owns the stream now; drop this process's copy of the chunk
+    reader.chunks.buf = b""  # the child owns the stream now; drop this process's copy of the chunk (or window)
     child = _Child(pid)
     try:
         while True:
@@ -126,7 +139,7 @@ def _forked(reader: CaptureReader, batches: Iterator[RawBatch]) -> Iterator[Pack
             reader.chunks.base = consumed
             reader.interfaces[:] = interfaces
             if kind == "slot":
-                yield _unpack(shared, payload)
+                yield _unpack(shared, payload, mapped)
                 _hand_back(to_child, payload[0])
             else:
                 yield payload
@@ -175,11 +188,15 @@ def _hand_back(conn: Connection, slot: int) -> None:
         conn.send(slot)
 
 
-def _unpack(shared: mmap.mmap, payload: tuple[int, Layout]) -> Packets:
-    slot, layout = payload
+def _unpack(shared: mmap.mmap, payload: Shipped, mapped: MappedChunks | None) -> Packets:
+    """The batch's columns as views of its slot; its `data`, when the child sent a file range (only a mapped
+    stream does), as a mapping of that range starting at the very byte the child's view did."""
+    slot, layout, data_at = payload
     base = slot * SLOT_BYTES
     columns = {name: np.ndarray(shape, dtype=np.dtype(dtype), buffer=shared, offset=base + offset)
                for name, dtype, shape, offset in layout}
+    if mapped is not None and data_at is not None:
+        columns["data"] = mapped.file_bytes(*data_at)
     return Packets(**columns)
 
 
@@ -194,7 +211,8 @@ def _mirror(reader: CaptureReader, state: dict[str, Any]) -> None:
 
 
 def _child(reader: CaptureReader, batches: Iterator[RawBatch], shared: mmap.mmap, out: Connection,
-           free_slots: Connection) -> None:  # pragma: no cover - measured through the parent's tests
+           free_slots: Connection,
+           mapped: MappedChunks | None) -> None:  # pragma: no cover - measured through the parent's tests
     """Read, decode and ship batches until the end of the capture; never returns (os._exit)."""
     code = 0
     try:
@@ -204,13 +222,14 @@ def _child(reader: CaptureReader, batches: Iterator[RawBatch], shared: mmap.mmap
             if not free:
                 free.append(free_slots.recv())
             slot = free.pop()
-            layout = _pack(packets, shared, slot)
+            data_at = mapped.file_range(packets.data) if mapped is not None else None
+            layout = _pack(packets, shared, slot, with_data=data_at is None)
             progress = (reader.chunks.base, list(reader.interfaces))
             if layout is None:
                 free.append(slot)
                 out.send(("pickled", packets, *progress))
             else:
-                out.send(("slot", (slot, layout), *progress))
+                out.send(("slot", (slot, layout, data_at), *progress))
         state = {name: getattr(reader, name) for name in READER_STATE}
         out.send(("end", {**state, "consumed": reader.chunks.base}))
     except BaseException as exc:  # every failure must reach the parent, which re-raises it
@@ -223,9 +242,11 @@ def _child(reader: CaptureReader, batches: Iterator[RawBatch], shared: mmap.mmap
         os._exit(code)
 
 
-def _pack(packets: Packets, shared: mmap.mmap, slot: int) -> Layout | None:
-    """Copy every column into the slot; None when the batch does not fit (it then travels pickled)."""
-    columns = [(name, np.ascontiguousarray(getattr(packets, name))) for name in PACKET_FIELDS]
+def _pack(packets: Packets, shared: mmap.mmap, slot: int, with_data: bool) -> Layout | None:
+    """Copy every column (`data` too unless it travels as a file range) into the slot; None when the batch does
+    not fit (it then travels pickled)."""
+    columns = [(name, np.ascontiguousarray(getattr(packets, name))) for name in PACKET_FIELDS
+               if with_data or name != "data"]
     if any(column.dtype.hasobject for _, column in columns):
         return None
     layout, offset = [], 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pcapsense.errors import NotACaptureError, UnsupportedCaptureError
-from pcapsense.reader.chunks import STREAM_ERRORS, ChunkStream
+from pcapsense.reader.chunks import STREAM_ERRORS, ChunkStream, MappedChunks, can_map
 from pcapsense.reader.limits import CHUNK_BYTES, PIPE_CHUNK_BYTES
 from pcapsense.reader.pcap import FILE_HEADER, PCAP_MAGICS, PcapReader
 from pcapsense.reader.pcapng import SHB, PcapngReader
@@ -39,19 +39,25 @@ def _read_head(source: Source, n: int) -> bytes:
     return b"".join(chunks)
 
 
+def _chunk_stream(source: Source, head: bytes) -> ChunkStream:
+    """Map a regular uncompressed file (its bytes are then never copied); read stdin, pipes and decompressors."""
+    if source.mappable and can_map(source.stream.fileno()):
+        return MappedChunks(source.stream, CHUNK_BYTES, head)
+    return ChunkStream(source.stream, PIPE_CHUNK_BYTES if source.is_pipe else CHUNK_BYTES, head)
+
+
 def open_capture(path: str, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> OpenCapture:
     """Open a capture for one streaming pass. Raises NotACaptureError/UnsupportedCaptureError with the file name."""
     source = open_source(path, max_decompressed=max_decompressed)
     try:
         head = _read_head(source, FILE_HEADER)
-        chunk_bytes = PIPE_CHUNK_BYTES if source.is_pipe else CHUNK_BYTES
         magic = int.from_bytes(head[:4], "little") if len(head) >= 4 else None
         if magic in PCAP_MAGICS:
             if len(head) < FILE_HEADER:
                 raise NotACaptureError(f"{source.name}: truncated pcap file header: {len(head)} of {FILE_HEADER} bytes")
-            reader: CaptureReader = PcapReader(ChunkStream(source.stream, chunk_bytes, head))
+            reader: CaptureReader = PcapReader(_chunk_stream(source, head))
         elif magic == SHB:
-            reader = PcapngReader(ChunkStream(source.stream, chunk_bytes, head))
+            reader = PcapngReader(_chunk_stream(source, head))
         elif not head:
             raise NotACaptureError(f"{source.name}: not a pcap or pcapng file (empty)")
         else:

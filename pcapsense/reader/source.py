@@ -61,6 +61,9 @@ class _Prefixed:
     def readable(self) -> bool:
         return True
 
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
     def close(self) -> None:
         self._raw.close()
 
@@ -105,6 +108,11 @@ class Source:
     size: int | None  # size on disk when known (for progress), None for pipes
     is_pipe: bool
     underlying: BinaryIO | None = None  # the file under a decompressor (which does not close what it wraps)
+
+    @property
+    def mappable(self) -> bool:
+        """A regular file opened by path and not compressed: its bytes are the capture's, at the same offsets."""
+        return self.size is not None and self.compression is None
 
     def close(self) -> None:
         self.stream.close()

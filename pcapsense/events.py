@@ -2,8 +2,8 @@
 
 Selection is done with masks over the decoded columns, so a detector sees only the packets it cares about
 (ARP, broadcasts, ICMP errors, retransmissions, DNS, TLS handshakes, HTTP header segments) plus flow records.
-Streams nobody subscribes to are never built. The streams that need only the packets are selected ahead, where
-the batch was decoded (packetstreams.py via prepare.py); this module builds the ones that need flow state
+Streams nobody subscribes to are never built. The streams that need only the packets are selected before the
+flow table runs (packetstreams.py via prepare.py); this module builds the ones that need flow state
 (retransmissions, TLS and HTTP by connection) and adds the connection to DNS messages. Deep payload decoding
 (TLS, HTTP) happens here, on the selected packets only, through the hardened decoders; failures are counted.
 """

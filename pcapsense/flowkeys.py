@@ -2,8 +2,7 @@
 
 Rows are grouped by their exact bidirectional key (protocol and both endpoints, the lower endpoint first) with a
 64-bit hash and a hash table, verified against the keys, with an exact sort as the fallback on a collision.
-Nothing here reads the flow table, so the grouping can be computed where the batch is decoded (the read-ahead
-child, see prepare.py) and the flow table only looks the groups up.
+Nothing here reads the flow table (see prepare.py): the flow table only looks the groups up.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Event streams that depend on the packets alone: selected with masks, returned as columns (name -> values).
 
 ARP, broadcasts, NDP and ICMP errors need nothing but the batch; DNS needs the batch plus which rows the flow
-table tracks, which is itself a property of the packets (flowkeys.tracked_rows). Because none of this reads flow
-state, it runs where the batch is decoded (the read-ahead child, see prepare.py) and the engine only turns the
-columns into frames. Deep payload decoding (DNS) goes through the hardened decoder; failures are counted per kind.
-A selection tests its rarest condition over the whole batch and the others only on the rows that passed it.
+table tracks, which is itself a property of the packets (flowkeys.tracked_rows). None of this reads flow state
+(see prepare.py); the engine turns the columns into frames and adds connections. Deep payload decoding (DNS)
+goes through the hardened decoder; failures are counted per kind. A selection tests its rarest condition over
+the whole batch and the others only on the rows that passed it.
 """
 
 from __future__ import annotations

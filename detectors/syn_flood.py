@@ -41,11 +41,12 @@ import pandas as pd
 
 from pcapsense.aggregate import Accumulator, KeyIds, Rank, WindowedBins, head_by
 from pcapsense.detector import CaptureContext, Detector, tunable
+from pcapsense.distinct import DistinctCount
 from pcapsense.findings import Evidence, Finding, FlowRef, Severity, frame_filter
 
 MAX_FRAMES = 50  # evidence frames per finding
 MAX_FLOWS = 10  # FlowRefs per finding
-MAX_SOURCES = 1024  # distinct source addresses remembered per server:port; more is reported as "at least"
+MAX_SOURCES = 1024  # busiest source addresses remembered by name per server:port (all are counted)
 MAX_KEYS = 20_000  # server:port keys tracked at once
 BIN_S = 0.1  # time resolution of the sliding window, seconds
 
@@ -84,11 +85,9 @@ RANKS = {"half_open": Rank((1, 0, 0, 0, 0, 0), ("half_open",)), "unanswered": Ra
 
 
 def _cap_sources(df: pd.DataFrame) -> pd.DataFrame:
-    """Sum per (server:port, source), keep the MAX_SOURCES busiest sources per server:port and carry how many
-    distinct sources each server:port had in `distinct` (a lower bound once capped)."""
-    summed = df.groupby(["kid", "orig"], sort=False, as_index=False).agg(n=("n", "sum"), distinct=("distinct", "max"))
-    distinct = summed.groupby("kid", sort=False)["orig"].transform("size")
-    summed["distinct"] = np.maximum(summed["distinct"].to_numpy(), distinct.to_numpy())
+    """Sum per (server:port, source) and keep the MAX_SOURCES busiest sources per server:port (for the top
+    source and the hosts named; how many distinct sources there were is counted apart, see DistinctCount)."""
+    summed = df.groupby(["kid", "orig"], sort=False, as_index=False)["n"].sum()
     return summed.sort_values("n", ascending=False, kind="stable").groupby("kid", sort=False).head(MAX_SOURCES)
 
 
@@ -104,6 +103,7 @@ class SynFlood(Detector):
         self.series = WindowedBins(CHANNELS, BIN_S, thresholds.window_s, RANKS, ("half_open", "unanswered"),
                                    MAX_KEYS)
         self.sources = Accumulator(_cap_sources)
+        self.distinct = DistinctCount()  # distinct sources per server:port, exact or (past 4096) estimated
         self.evidence = Accumulator(head_by("kid", MAX_FRAMES, ["syn_frame"]))
 
     def on_flows(self, df: pd.DataFrame) -> None:
@@ -123,11 +123,13 @@ class SynFlood(Detector):
         dropped = self.series.add(kid, tcp["syn_ts"].fillna(tcp["first_ts"]).to_numpy(), counts)
         suspect = half | (syn_only & ~refused)
         rows = tcp.loc[suspect, ["orig", "orig_port", "syn_frame", "synack_frame"]].assign(kid=kid[suspect])
-        self.sources.add(rows[["kid", "orig"]].assign(n=1, distinct=0))
+        self.sources.add(rows[["kid", "orig"]].assign(n=1))
+        self.distinct.add(rows["kid"].to_numpy(), rows["orig"].to_numpy())
         self.evidence.add(rows)
         if len(dropped):
             for acc in (self.sources, self.evidence):
                 acc.keep(lambda f: ~np.isin(f["kid"].to_numpy(), dropped))
+            self.distinct.forget(dropped.tolist())
             self.ids.forget(dropped)
 
     def finish(self) -> Iterable[Finding]:
@@ -135,9 +137,12 @@ class SynFlood(Detector):
         sources = self.sources.frame()
         if sources is None or not len(sources):
             return
-        n_sources = sources.groupby("kid", sort=False)["distinct"].max().rename("n_sources")
-        half = self.series.peaks("half_open").join(n_sources, on="kid").fillna({"n_sources": 0})
-        unanswered = self.series.peaks("unanswered").join(n_sources, on="kid").fillna({"n_sources": 0})
+        half, unanswered = self.series.peaks("half_open"), self.series.peaks("unanswered")
+        kids = pd.unique(np.concatenate([half["kid"].to_numpy(), unanswered["kid"].to_numpy()]))
+        n_sources = pd.Series([self.distinct.count(int(kid))[0] for kid in kids], index=kids, name="n_sources",
+                              dtype=np.int64)
+        half = half.join(n_sources, on="kid").fillna({"n_sources": 0})
+        unanswered = unanswered.join(n_sources, on="kid").fillna({"n_sources": 0})
         fired_half = half[half["score"] >= t.min_half_open].assign(kind="half_open")
         fired_un = unanswered[(unanswered["score"] >= t.min_unanswered) & (unanswered["n_sources"] >= t.min_sources)]
         fired_un = fired_un.assign(kind="unanswered")
@@ -152,10 +157,11 @@ class SynFlood(Detector):
         counts = {c: int(row[c]) for c in CHANNELS}  # type: ignore[call-overload]
         totals = self.series.total(kid)
         mine = sources[sources["kid"] == kid]
-        n_sources = int(row["n_sources"])  # type: ignore[call-overload]
-        capped = n_sources > len(mine)  # busiest sources kept; the count is then a lower bound
+        n_sources, estimated = self.distinct.count(kid)
+        capped = n_sources > len(mine)  # only the busiest sources are kept by name
         top, top_n = str(mine["orig"].iloc[0]), int(mine["n"].iloc[0])
-        sources_text = f"{'at least ' if capped else ''}{n_sources} distinct source{'' if n_sources == 1 else 's'}"
+        sources_text = (f"about {n_sources:,} distinct sources (HyperLogLog estimate, ±2 %)" if estimated else
+                        f"{n_sources} distinct source{'' if n_sources == 1 else 's'}")
         spoofed = n_sources >= self.t.min_sources
         who = ("a spoofed or distributed SYN flood" if spoofed else
                f"one client or tool (top source {top} with {top_n}) whose handshakes never complete: a "
@@ -195,6 +201,7 @@ class SynFlood(Detector):
             "threshold": self.t.min_half_open if kind == "half_open" else self.t.min_unanswered,
             "window_s": self.t.window_s,
             "distinct_sources": n_sources,
+            "distinct_sources_estimated": estimated,
             "sources_capped": capped,
             "top_source": top,
             "top_source_count": top_n,

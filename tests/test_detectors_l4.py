@@ -106,8 +106,9 @@ def test_syn_flood_sample(samples: Path, sample_results: dict[str, list[Finding]
     assert finding.title == "SYN flood on 10.0.0.80:80"
     assert finding.evidence.hosts == ["10.0.0.80"]  # spoofed: individual sources are noise
     assert m["half_open_in_window"] == len(half_open) == 2000
-    # only the MAX_SOURCES busiest sources are kept, but the distinct count survives the cap as a lower bound
+    # only the MAX_SOURCES busiest sources are kept by name, but every source is counted, exactly (<= 4096)
     assert m["distinct_sources"] == len({src for src, _ in half_open}) > MAX_SOURCES and m["sources_capped"]
+    assert m["distinct_sources_estimated"] is False
     assert m["window_counts"]["retransmitted"] == retransmitted
     assert m["window_counts"]["completed"] == 8
     assert m["window_counts"]["unanswered"] == 0

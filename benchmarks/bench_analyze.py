@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -661,11 +662,8 @@ def _compile_bytecode() -> None:
     """Measure pcapsense as installed: pip writes bytecode at install time, but an editable install run with
     PYTHONDONTWRITEBYTECODE=1 (as some CI and sandbox images set) compiles every module from source on every
     start, ~0.3 s that no installed copy pays. compileall writes the bytecode whatever that variable says."""
-    code = ("import importlib.util, os, sys\n"
-            "for name in ('pcapsense', 'pcapsense_detectors'):\n"
-            "    spec = importlib.util.find_spec(name)\n"
-            "    if spec and spec.origin: print(os.path.dirname(spec.origin))")
-    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False).stdout.split()
+    specs = [importlib.util.find_spec(name) for name in ("pcapsense", "pcapsense_detectors")]  # not imported
+    found = [os.path.dirname(spec.origin) for spec in specs if spec is not None and spec.origin]
     if found:
         subprocess.run([sys.executable, "-m", "compileall", "-q", *found], capture_output=True, check=False)
 

@@ -105,8 +105,9 @@ class StreamBuilder:
         if prepared.dns is None:
             return None
         rows, columns = prepared.dns
-        return pd.DataFrame({"frame": columns["frame"], "ts": columns["ts"], "conn_id": info.conn_id[row_of[rows]],
-                             **columns})
+        frame = pd.DataFrame(columns)
+        frame.insert(2, "conn_id", info.conn_id[row_of[rows]])  # after frame and ts, as in every stream
+        return frame
 
     def tls(self, pk: Packets, info: FlowInfo, row_of: np.ndarray, prepared: Prepared) -> pd.DataFrame | None:
         rows = np.flatnonzero(tls_record_start(pk.payload_head))

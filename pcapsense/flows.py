@@ -173,10 +173,9 @@ class FlowTable:
 
     # -- public ---------------------------------------------------------------------------------------------
 
-    def update(self, pk: Packets, keys: FlowKeys | None = None) -> FlowInfo:
-        """Account one decoded batch; returns per-packet annotations for the tracked rows. `keys` is the batch's
-        flow grouping when it was computed ahead (prepare.py), else it is computed here."""
-        keys = keys if keys is not None else FlowKeys.of(pk)
+    def update(self, pk: Packets, keys: FlowKeys) -> FlowInfo:
+        """Account one decoded batch, grouped by flow in `keys` (prepare.py); returns per-packet annotations for
+        the tracked rows."""
         later = int(np.count_nonzero(pk.later_fragment))
         if later:
             self.stats.untracked_packets["ip-fragment-continuation"] = (

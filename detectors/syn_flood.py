@@ -147,13 +147,18 @@ class SynFlood(Detector):
         fired_un = unanswered[(unanswered["score"] >= t.min_unanswered) & (unanswered["n_sources"] >= t.min_sources)]
         fired_un = fired_un.assign(kind="unanswered")
         fired = pd.concat([fired_half, fired_un]).drop_duplicates("kid")  # a half-open flood wins over its SYNs
-        for row in fired.to_dict("records"):
+        # half-open floods first, the largest first; equal ones by server:port, however the capture was batched
+        for row in sorted(fired.to_dict("records"),
+                          key=lambda r: (r["kind"] != "half_open", -r["score"], self._server_port(int(r["kid"])))):
             yield self._finding(row, sources)
+
+    def _server_port(self, kid: int) -> tuple[str, int]:
+        server, port = self.ids.key(kid)
+        return str(server), int(port)  # type: ignore[call-overload]
 
     def _finding(self, row: dict[str, object], sources: pd.DataFrame) -> Finding:
         kid, kind = int(row["kid"]), str(row["kind"])  # type: ignore[call-overload]
-        server_raw, port_raw = self.ids.key(kid)
-        server, port = str(server_raw), int(port_raw)  # type: ignore[call-overload]
+        server, port = self._server_port(kid)
         counts = {c: int(row[c]) for c in CHANNELS}  # type: ignore[call-overload]
         totals = self.series.total(kid)
         mine = sources[sources["kid"] == kid]

@@ -93,3 +93,14 @@ def test_set_changes_a_detector(samples: Path) -> None:
 def test_module_entry_point_and_version() -> None:
     proc = run("--version")
     assert proc.returncode == 0 and "pcapsense" in proc.stdout
+
+
+def test_analyze_collects_young_garbage_less_often(samples: Path) -> None:
+    """`analyze` raises the collector's young-generation threshold for its process (see cli.GC_YOUNG_OBJECTS)."""
+    code = ("import gc, sys\nfrom pcapsense import cli\nsys.argv = ['pcapsense', 'analyze', sys.argv[1], '-q', "
+            "'--no-report']\ntry:\n    cli.main()\nexcept SystemExit:\n    print(gc.get_threshold()[0], "
+            "cli.GC_YOUNG_OBJECTS)")
+    proc = subprocess.run([sys.executable, "-c", code, str(samples / "healthy.pcap")], capture_output=True,
+                          text=True, timeout=120)
+    threshold, wanted = proc.stdout.split()
+    assert threshold == wanted != "700"

@@ -22,6 +22,7 @@ from pcapsense.aggregate import factorize_rows
 from pcapsense.engine import AnalysisOptions, analyze
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Finding, Severity, frame_filter
+from pcapsense.reader import open as reader_open
 from pcapsense_detectors.port_exhaustion import PortExhaustion
 from pcapsense_detectors.syn_flood import MAX_SOURCES, KeyIds, Rank, SynFlood, WindowedBins
 from sample_pcaps import build as b
@@ -257,6 +258,25 @@ def test_unanswered_syns_from_many_sources_are_a_flood(built: dict[str, Path]) -
     assert m["unanswered_in_window"] == 300 and m["distinct_sources"] == 300
     assert any("No SYN-ACK" in c for c in finding.caveats) and len(finding.evidence.frames) == 50
     assert not of(run(built["unanswered-spoofed"], {SynFlood.id: {"min_sources": 301}}), SynFlood.id)
+
+
+def test_equal_floods_are_ordered_by_server_however_the_capture_is_batched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three servers flooded alike, the highest address first: the findings come by server address, in one
+    batch and in a batch per packet alike (not in the order the servers first appeared)."""
+    rng = random.Random(9)
+    spoofed = [Host(f"198.18.{i // 250}.{1 + i % 250}", GATEWAY.mac, ttl=rng.randrange(40, 250)) for i in range(300)]
+    cap = Capture(random.Random("three"))
+    for order, server in enumerate((host("10.5.0.83", 5083), host("10.5.0.82", 5082), host("10.5.0.81", 5081))):
+        for i, src in enumerate(spoofed):
+            t = BASE_NS + ms(order) + us(10 * i)
+            cap.ip(t, src, server, b.PROTO_TCP, b.tcp(src.ip, server.ip, 1024 + i, 443, rng.getrandbits(32), 0,
+                                                      b.SYN, window=512))
+    path = write(tmp_path, "three.pcap", cap)
+    expected = [f"SYN flood on 10.5.0.{n}:443 (unanswered SYNs)" for n in (81, 82, 83)]
+    assert [f.title for f in of(run(path), SynFlood.id)] == expected
+    monkeypatch.setattr(reader_open, "CHUNK_BYTES", 200)
+    assert [f.title for f in of(run(path), SynFlood.id)] == expected
 
 
 def test_unanswered_syns_from_one_client_are_not_a_flood(built: dict[str, Path]) -> None:

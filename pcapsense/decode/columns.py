@@ -40,11 +40,12 @@ MALFORMED_KINDS = (
     "truncated-arp",
 )
 MALFORMED = {name: code for code, name in enumerate(MALFORMED_KINDS)}
+POSITION_COLUMNS = frozenset({"start", "end", "l3", "l4", "payload_off"})  # index `data`; l3, l4 are -1 if absent
 
 
 @dataclass(slots=True)
 class Packets:
-    """One batch of packets as parallel columns. Positions (`l3`, `l4`, `payload_off`) index `data`."""
+    """One batch of packets as parallel columns. Positions (POSITION_COLUMNS) index `data`."""
 
     data: np.ndarray
     frame: np.ndarray

@@ -11,20 +11,22 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from pcapsense import __version__
+from pcapsense import __version__, readahead
 from pcapsense.detector import UsageError, describe_thresholds, load_detectors, parse_overrides
-from pcapsense.engine import AnalysisOptions, AnalysisResult, analyze
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Severity
-from pcapsense.flows import FlowLimits
+from pcapsense.flowlimits import FlowLimits
 from pcapsense.output import terminal
 from pcapsense.output.jsondoc import dumps
 from pcapsense.scan.cli import findings as findings_cmd
 from pcapsense.scan.cli import scan as scan_cmd
+
+if TYPE_CHECKING:
+    from pcapsense.engine import AnalysisOptions, AnalysisResult
 
 EXIT_OK, EXIT_FAIL_ON, EXIT_INPUT = 0, 1, 2
 # Objects allocated between young-generation collections (CPython's default: 700). An analysis allocates few
@@ -89,6 +91,21 @@ def analyze_cmd(captures: tuple[str, ...], fmt: str, fail_on: str | None, quiet:
                 max_decompressed: int) -> None:
     """Analyse one or more captures (pcap/pcapng, optionally compressed; `-` reads stdin) and write a report."""
     gc.set_threshold(GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
+    early = readahead.start(captures[0])  # a large file: its read-ahead child works while the engine loads
+    try:
+        _analyze_all(captures, early, fmt=fmt, fail_on=fail_on, quiet=quiet, settings=settings, no_report=no_report,
+                     output=output, force=force, extract_evidence=extract_evidence, max_flows=max_flows,
+                     max_decompressed=max_decompressed)
+    finally:
+        if early is not None:
+            early.close()
+
+
+def _analyze_all(captures: tuple[str, ...], early: readahead.Started | None, *, fmt: str, fail_on: str | None,
+                 quiet: bool, settings: tuple[str, ...], no_report: bool, output: Path | None, force: bool,
+                 extract_evidence: bool, max_flows: int, max_decompressed: int) -> NoReturn:
+    from pcapsense.engine import AnalysisOptions  # pandas loads here, after readahead.start
+
     try:
         registry = load_detectors()
         overrides = parse_overrides(settings, registry)
@@ -99,12 +116,12 @@ def analyze_cmd(captures: tuple[str, ...], fmt: str, fail_on: str | None, quiet:
                               max_decompressed=max_decompressed, series=not no_report)
     results: list[AnalysisResult] = []
     failed = False
-    for path in captures:
+    for i, path in enumerate(captures):
         out_dir = None if no_report else _report_dir(path, output, len(captures))
         try:
             if out_dir is not None:
                 _report().check_report_dir(out_dir, force=force)  # refuse before a long analysis, not after it
-            result = _analyze_one(path, options, quiet)
+            result = _analyze_one(path, options, quiet, early if i == 0 else None)
             if result is not None and out_dir is not None:
                 written = _report().write_report(result, out_dir, capture_path=path, force=force,
                                        extract_evidence=extract_evidence, max_decompressed=max_decompressed)
@@ -144,10 +161,13 @@ def _report_dir(path: str, output: Path | None, count: int) -> Path:
     return output / _report().default_report_dir(path).name if count > 1 else output
 
 
-def _analyze_one(path: str, options: AnalysisOptions, quiet: bool) -> AnalysisResult | None:
+def _analyze_one(path: str, options: AnalysisOptions, quiet: bool,
+                 early: readahead.Started | None) -> AnalysisResult | None:
+    from pcapsense.engine import analyze
+
     progress = _Progress(_size_of(path)) if (not quiet and sys.stderr.isatty()) else None
     try:
-        result = analyze(path, options, progress)
+        result = analyze(path, options, progress, early)
     except PcapsenseError as exc:
         if progress:
             progress.done()

@@ -23,7 +23,7 @@ from pcapsense.findings import Finding
 from pcapsense.flows import FlowLimits, FlowTable
 from pcapsense.ladder import Rung, build_ladder
 from pcapsense.prepare import prepare
-from pcapsense.readahead import decoded_batches
+from pcapsense.readahead import Started, decoded_batches
 from pcapsense.reader import open_capture
 from pcapsense.reader.source import DEFAULT_MAX_DECOMPRESSED
 from pcapsense.stats import TrafficStats
@@ -118,11 +118,13 @@ class _Dispatch:
         self._cells = self._batches = 0
 
 
-def analyze(path: str, options: AnalysisOptions | None = None, progress: Progress | None = None) -> AnalysisResult:
-    """Analyse one capture in a single streaming pass."""
+def analyze(path: str, options: AnalysisOptions | None = None, progress: Progress | None = None,
+            early: Started | None = None) -> AnalysisResult:
+    """Analyse one capture in a single streaming pass. `early`: the capture at `path` already opened and being
+    read ahead (readahead.start), by a caller that started it before loading the engine."""
     options = options or AnalysisOptions()
     started = time.monotonic()
-    opened = open_capture(path, max_decompressed=options.max_decompressed)
+    opened = early.opened if early is not None else open_capture(path, max_decompressed=options.max_decompressed)
     reader = opened.reader
     registry = options.registry if options.registry is not None else load_detectors()
     table = FlowTable(options.limits)
@@ -134,8 +136,9 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
     context_ready = False
     listened = frozenset(s for cls in registry.values() for s in cls.streams()) | frozenset(
         timeline.wants if timeline is not None else ())
+    batches = early.batches if early is not None else decoded_batches(reader, options.read_ahead)
     try:
-        for pk in decoded_batches(reader, options.read_ahead):
+        for pk in batches:
             prepared = prepare(pk, listened)
             if not context_ready:
                 context = CaptureContext(opened.source.name, tuple(i.linktype for i in reader.interfaces),
@@ -167,6 +170,7 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
             if progress is not None:
                 progress(reader.chunks.base, stats.packets, time.monotonic() - started)
     finally:
+        batches.close()
         opened.close()
     if not context_ready:
         context = CaptureContext(opened.source.name, tuple(i.linktype for i in reader.interfaces),

@@ -32,6 +32,7 @@ from pcapsense import grouped
 from pcapsense.decode.columns import PROTO_TCP, PROTO_UDP, Packets
 from pcapsense.flowindex import FlowIndex
 from pcapsense.flowkeys import FlowKeys
+from pcapsense.flowlimits import FlowLimits
 from pcapsense.flowrecords import CODE_BITS, END_REASONS, HISTORY_LETTERS, LO_CODES, build_records
 from pcapsense.flowstate import SlotStore
 
@@ -39,20 +40,6 @@ FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 NS = 1_000_000_000
 _WRAP = 0xFFFFFFFF  # x & _WRAP is x mod 2**32, also for negative x (two's complement), and cheaper than %
 RECORD_SLICE = 20_000  # rows per flow-record frame (~25 MB): the most flow records that exist at once
-
-
-@dataclass(frozen=True)
-class FlowLimits:
-    """Memory bounds of the flow table. Times are in capture (packet) time, not wall-clock time."""
-
-    max_flows: int = 150_000  # ~0.7 KiB of state each (~105 MB): keeps a 1M-handshake flood under 512 MB
-    half_open_timeout_s: float = 64.0  # Linux drops SYN_RECV after tcp_synack_retries=5 (~63 s)
-    established_timeout_s: float = 600.0  # Suricata flow-timeouts.tcp.established
-    closed_timeout_s: float = 60.0  # Linux TCP_TIMEWAIT_LEN: closed tuples stay to reveal reuse inside TIME_WAIT
-    udp_timeout_s: float = 60.0  # Zeek udp_inactivity_timeout
-    other_timeout_s: float = 60.0  # Zeek icmp/unknown_ip_inactivity_timeout
-    ooo_window_ms: float = 3.0  # Wireshark's default out-of-order RTT threshold
-    mirror_window_us: float = 2000.0  # an identical packet again within this is a mirrored duplicate
 
 
 @dataclass

@@ -18,18 +18,21 @@ while mapped makes the next access to a lost page raise SIGBUS: in the child tha
 reports its death by that signal as a ReaderProcessError; in the parent, or when reading in-process, it ends
 the process. Neither is handled otherwise.
 
-Past FORK_AFTER_BYTES, consecutive batches of a mapped file are joined two by two (up to ENGINE_BATCH_ROWS
-packets) into one engine batch over one file range, in the child or in-process alike (_Held): reading and
-decoding stay on 16 MiB chunks, whose headers are still in the CPU cache when they are decoded, while the
-engine, whose cost per batch is largely fixed, sees half as many batches (on the 2M-packet benchmark its CPU
-went from 3.6 s to 3.0 s; a third chunk per batch saved no more and cost memory).
+A capture file of at least FORK_AFTER_BYTES forks at once, and its consecutive 16 MiB chunks are joined two
+by two (up to ENGINE_BATCH_ROWS packets) into one engine batch over one file range, in the child or in-process
+alike (_Held): reading and decoding stay on 16 MiB chunks, whose headers are still in the CPU cache when they
+are decoded, while the engine, whose cost per batch is largely fixed, sees half as many batches (on the
+2M-packet benchmark its CPU went from 3.6 s to 3.0 s; a third chunk per batch saved no more and cost memory).
+`start` opens such a file and forks before the caller loads the engine: `pcapsense analyze` imports pandas and
+the detectors (about 0.35 s) while the child already decodes.
 
-Small captures never fork: the child starts only once FORK_AFTER_BYTES have been read here, so tiny and
-sample captures cost nothing extra. The child continues the very generator this process started (fork copies
-it mid-iteration); the parent never resumes its copy and instead mirrors the reader's progress and final state
-(interfaces, warnings, fault, counters) from the child's messages, so the engine reads the reader as if it had
-walked the file itself. There is no fork without os.fork, on a single CPU, or while other threads run (a Dask
-worker, a server: a forked child can deadlock on a lock another thread held at fork time).
+Other input (stdin, pipes, decompressed streams, smaller files) is read here until FORK_AFTER_BYTES have gone
+by, then forks, batch by batch, so tiny and sample captures cost nothing extra. The child continues the very
+generator this process started (fork copies it mid-iteration); the parent never resumes its copy and instead
+mirrors the reader's progress and final state (interfaces, warnings, fault, counters) from the child's
+messages, so the engine reads the reader as if it had walked the file itself. There is no fork without
+os.fork, on a single CPU, or while other threads run (a Dask worker, a server: a forked child can deadlock on
+a lock another thread held at fork time).
 """
 
 from __future__ import annotations
@@ -41,11 +44,11 @@ import os
 import signal
 import threading
 import traceback
-from collections.abc import Iterator
-from dataclasses import fields, replace
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, fields, replace
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,10 +56,10 @@ from pcapsense.decode.columns import POSITION_COLUMNS, Packets, decode_batch
 from pcapsense.errors import PcapsenseError
 from pcapsense.reader.batch import RawBatch
 from pcapsense.reader.chunks import MappedChunks
-from pcapsense.reader.open import CaptureReader
+from pcapsense.reader.open import CaptureReader, OpenCapture, open_capture
 from pcapsense.reader.walker import Walker
 
-FORK_AFTER_BYTES = 16 * 2**20  # read one chunk in-process first: a smaller capture is done before a fork pays
+FORK_AFTER_BYTES = 16 * 2**20  # a file this large forks at once, other input once this much was read
 MAX_BATCH_ROWS = 65_536  # packets per decoded batch: bounds the columns (~45 x 8 bytes per packet) of tiny frames
 ENGINE_BATCH_ROWS = 32_768  # consecutive batches of a large mapped file are joined up to this many packets (_Held)
 SLOTS = 2  # one being filled by the child while the engine reads the other
@@ -75,32 +78,89 @@ class ReaderProcessError(PcapsenseError):
     """The read-ahead child ended without reporting its end of stream (killed, out of memory)."""
 
 
-def decoded_batches(reader: CaptureReader, parallel: bool = True) -> Iterator[Packets]:
-    """Decode every batch of the capture, in this process or (for large inputs) in a forked child.
+class Batches(Protocol):
+    """Decoded batches, one engine batch at a time; close() stops the read-ahead child if one runs."""
 
-    Past FORK_AFTER_BYTES, consecutive batches of a mapped file are joined into engine batches (_Held), in the
-    child or here alike, so that forking or not never changes how the engine sees the capture."""
+    def __iter__(self) -> Iterator[Packets]: ...
+
+    def __next__(self) -> Packets: ...
+
+    def close(self) -> None: ...
+
+
+def decoded_batches(reader: CaptureReader, parallel: bool = True) -> Batches:
+    """Decode every batch of the capture, in this process or in a forked child.
+
+    A capture file of at least FORK_AFTER_BYTES when opened forks its child at once, and its chunks are joined
+    into engine batches from the first on (_Held). Any other input (stdin, pipes, decompressed streams, smaller
+    files) is read here until FORK_AFTER_BYTES have been read, then forks, batch by batch. Forking or not never
+    changes the batches the engine sees."""
     batches = _bounded(reader.batches())
+    mapped = _mapped(reader)
+    join = mapped is not None and mapped.file_size() >= FORK_AFTER_BYTES
+    if join and parallel and can_fork():
+        return _ReadAhead(reader, batches, join)
+    return _here(reader, batches, join, parallel)
+
+
+def _here(reader: CaptureReader, batches: Iterator[RawBatch], join: bool,
+          parallel: bool) -> Generator[Packets, None, None]:
+    """Batches decoded in this process; input that is not a large file forks once FORK_AFTER_BYTES were read."""
+    mapped = _mapped(reader)
+    if join:  # a large file read in this process (one CPU, other threads running, or asked to)
+        for held in _held(reader, batches, join):
+            yield held.joined(mapped)
+        return
     for batch in batches:
         yield _decode(reader, batch)
-        if reader.chunks.base >= FORK_AFTER_BYTES:
-            break
-    else:
-        return
-    if parallel and can_fork():
-        yield from _forked(reader, batches)
-        return
-    mapped = _mapped(reader)
-    for held in _held(reader, batches, mapped):
-        yield held.joined(mapped)
+        if parallel and reader.chunks.base >= FORK_AFTER_BYTES and can_fork():
+            read_ahead = _ReadAhead(reader, batches, join)
+            try:
+                yield from read_ahead
+            finally:
+                read_ahead.close()
+            return
+
+
+@dataclass
+class Started:
+    """A capture opened, and its read-ahead child at work, before the engine and its dependencies were loaded."""
+
+    opened: OpenCapture
+    batches: Batches
+
+    def close(self) -> None:
+        self.batches.close()
+        self.opened.close()
+
+
+def start(path: str) -> Started | None:
+    """Open `path` and fork its read-ahead child now, when it is a capture file large enough to fork for at once
+    (see decoded_batches) and this process can fork; None otherwise, and the engine opens the capture itself.
+
+    Why: `pcapsense analyze` imports pandas and the detectors (about 0.35 s) only after this, while the child
+    already reads and decodes; the engine then finds its first batches waiting."""
+    try:
+        if path == "-" or not can_fork() or not os.path.isfile(path) or os.path.getsize(path) < FORK_AFTER_BYTES:
+            return None
+        opened = open_capture(path)
+    except (OSError, PcapsenseError):
+        return None  # the engine opens it again and reports the problem as usual
+    batches = decoded_batches(opened.reader)
+    if isinstance(batches, _ReadAhead):
+        return Started(opened, batches)
+    batches.close()
+    opened.close()
+    return None
 
 
 def _mapped(reader: CaptureReader) -> MappedChunks | None:
     return reader.chunks if isinstance(reader.chunks, MappedChunks) else None
 
 
-def _held(reader: CaptureReader, batches: Iterator[RawBatch], mapped: MappedChunks | None) -> Iterator[_Held]:
-    """Decoded batches, joined where they can be (see _Held), one engine batch at a time."""
+def _held(reader: CaptureReader, batches: Iterator[RawBatch], join: bool) -> Iterator[_Held]:
+    """Decoded batches, joined where they can be when `join` (see _Held), one engine batch at a time."""
+    mapped = _mapped(reader)
     held = _Held()
     for batch in batches:
         packets = _decode(reader, batch)
@@ -109,7 +169,7 @@ def _held(reader: CaptureReader, batches: Iterator[RawBatch], mapped: MappedChun
             yield held
             held = _Held()
         held.add(packets, data_at)
-        if held.rows >= ENGINE_BATCH_ROWS or data_at is None:
+        if not join or held.rows >= ENGINE_BATCH_ROWS or data_at is None:
             yield held
             held = _Held()
     if held.parts:
@@ -149,43 +209,60 @@ def _decode(reader: CaptureReader, batch: RawBatch) -> Packets:
 # -- parent ---------------------------------------------------------------------------------------------------
 
 
-def _forked(reader: CaptureReader, batches: Iterator[RawBatch]) -> Iterator[Packets]:
-    mapped = _mapped(reader)
-    shared = mmap.mmap(-1, SLOTS * SLOT_BYTES)
-    from_child, child_out = Pipe(duplex=False)
-    child_in, to_child = Pipe(duplex=False)
-    gc.freeze()  # the child's collections then skip (and do not copy-on-write) every object inherited from here
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
-        from_child.close()
-        to_child.close()
-        _child(reader, batches, shared, child_out, child_in, mapped)
-    gc.unfreeze()
-    child_out.close()
-    child_in.close()
-    reader.chunks.buf = b""  # the child owns the stream now; drop this process's copy of the chunk (or window)
-    child = _Child(pid)
-    try:
-        while True:
-            message = child.receive(from_child)
-            kind = message[0]
-            if kind == "end":
-                _mirror(reader, message[1])
-                return
-            if kind == "error":
-                raise message[1]
-            _, payload, consumed, interfaces = message
-            reader.chunks.base = consumed
-            reader.interfaces[:] = interfaces
-            if kind == "slot":
-                yield _unpack(shared, payload, mapped)
-                _hand_back(to_child, payload[0])
-            else:
-                yield payload
-    finally:
-        child.reap()
-        from_child.close()
-        to_child.close()
+class _ReadAhead:
+    """The read-ahead child, forked when this is made, and the batches it sends, as an iterator."""
+
+    def __init__(self, reader: CaptureReader, batches: Iterator[RawBatch], join: bool) -> None:
+        mapped = _mapped(reader)
+        self._shared = mmap.mmap(-1, SLOTS * SLOT_BYTES)
+        self._from_child, child_out = Pipe(duplex=False)
+        child_in, self._to_child = Pipe(duplex=False)
+        gc.freeze()  # the child's collections then skip (and do not copy-on-write) every object inherited from here
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which leaves through os._exit
+            self._from_child.close()
+            self._to_child.close()
+            _child(reader, batches, self._shared, child_out, child_in, join)
+        gc.unfreeze()
+        child_out.close()
+        child_in.close()
+        reader.chunks.buf = b""  # the child owns the stream now; drop this process's copy of the chunk (or window)
+        self._child = _Child(pid)
+        self._batches = self._receive(reader, mapped)
+
+    def __iter__(self) -> Iterator[Packets]:
+        return self
+
+    def __next__(self) -> Packets:
+        return next(self._batches)
+
+    def close(self) -> None:
+        """Stop receiving; the child, still running or not, is reaped (killed first if it still runs)."""
+        self._batches.close()
+        self._child.reap()
+        self._from_child.close()
+        self._to_child.close()
+
+    def _receive(self, reader: CaptureReader, mapped: MappedChunks | None) -> Iterator[Packets]:
+        try:
+            while True:
+                message = self._child.receive(self._from_child)
+                kind = message[0]
+                if kind == "end":
+                    _mirror(reader, message[1])
+                    return
+                if kind == "error":
+                    raise message[1]
+                _, payload, consumed, interfaces = message
+                reader.chunks.base = consumed
+                reader.interfaces[:] = interfaces
+                if kind == "slot":
+                    yield _unpack(self._shared, payload, mapped)
+                    _hand_back(self._to_child, payload[0])
+                else:
+                    yield payload
+        finally:
+            self._child.reap()
 
 
 class _Child:
@@ -250,10 +327,10 @@ def _mirror(reader: CaptureReader, state: dict[str, Any]) -> None:
 
 
 def _child(reader: CaptureReader, batches: Iterator[RawBatch], shared: mmap.mmap, out: Connection,
-           free_slots: Connection,
-           mapped: MappedChunks | None) -> None:  # pragma: no cover - measured through the parent's tests
+           free_slots: Connection, join: bool) -> None:  # pragma: no cover - measured through the parent's tests
     """Read, decode and ship batches until the end of the capture; never returns (os._exit)."""
     code = 0
+    mapped = _mapped(reader)
     try:
         free = list(range(SLOTS))
 
@@ -269,7 +346,7 @@ def _child(reader: CaptureReader, batches: Iterator[RawBatch], shared: mmap.mmap
             else:
                 out.send(("slot", (slot, layout, held.data_at), *progress))
 
-        for held in _held(reader, batches, mapped):
+        for held in _held(reader, batches, join):
             ship(held)
         state = {name: getattr(reader, name) for name in READER_STATE}
         out.send(("end", {**state, "consumed": reader.chunks.base}))

@@ -277,21 +277,29 @@ def test_joined_batches_hold_the_same_packets_as_the_chunks_they_join(
 @needs_fork
 def test_engine_batches_join_chunks_up_to_the_row_target(
         samples: Path, forked_small_chunks: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first batch (before FORK_AFTER_BYTES) comes alone; then chunks join until ENGINE_BATCH_ROWS packets,
+    """A file of at least FORK_AFTER_BYTES joins its chunks from the first on until ENGINE_BATCH_ROWS packets,
     never beyond MAX_BATCH_ROWS (a chunk that would overflow it starts the next batch); only the last batch may
-    fall short."""
+    fall short. A smaller file keeps its chunks as they are."""
     monkeypatch.setattr(readahead, "ENGINE_BATCH_ROWS", 200)
     monkeypatch.setattr(readahead, "MAX_BATCH_ROWS", 230)
-    opened = open_capture(str(samples / "syn_flood.pcap"))
+    path = samples / "syn_flood.pcap"
+    opened = open_capture(str(path))
     chunk_rows = [len(batch) for batch in opened.reader.batches()]
     opened.close()
+
+    def sizes(parallel: bool) -> list[int]:
+        opened = open_capture(str(path))
+        try:
+            return [len(pk) for pk in readahead.decoded_batches(opened.reader, parallel=parallel)]
+        finally:
+            opened.close()
+
     for parallel in (True, False):
-        opened = open_capture(str(samples / "syn_flood.pcap"))
-        sizes = [len(pk) for pk in readahead.decoded_batches(opened.reader, parallel=parallel)]
-        opened.close()
-        assert sizes[0] == chunk_rows[0] and sum(sizes) == sum(chunk_rows)
-        assert all(200 <= n <= 230 or n + max(chunk_rows) > 230 for n in sizes[1:-1])
-        assert max(sizes) <= 230 and len(sizes) < len(chunk_rows) / 3
+        joined = sizes(parallel)
+        assert sum(joined) == sum(chunk_rows) and max(joined) <= 230 and len(joined) < len(chunk_rows) / 3
+        assert all(173 < n <= 230 for n in joined[:-1])
+    monkeypatch.setattr(readahead, "FORK_AFTER_BYTES", path.stat().st_size + 1)
+    assert sizes(True) == sizes(False) == chunk_rows
 
 
 @needs_fork

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +145,82 @@ def test_batches_split_to_a_row_bound_give_the_same_result(samples: Path, monkey
     monkeypatch.setattr(readahead, "MAX_BATCH_ROWS", 7)
     assert [_decoded_facts(_result(p, read_ahead=False)) for p in paths] == whole
     assert max(sizes) == 7 and len(sizes) > 50
+
+
+# -- an early start: the read-ahead child forked before the engine is loaded ---------------------------------
+
+
+def test_start_forks_at_once_for_a_large_file_and_the_engine_takes_it_over(
+        samples: Path, small_chunks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    pids = _forks(monkeypatch)
+    path = samples / "syn_flood.pcap"
+    early = readahead.start(str(path))
+    assert early is not None and len(pids) == 1  # forked before anyone asked for a batch
+    try:
+        result = analyze(str(path), AnalysisOptions(), early=early)
+    finally:
+        early.close()
+    doc = result.to_dict()
+    doc["stats"].pop("elapsed_s")
+    doc["series"] = result.series
+    assert json.loads(json.dumps(doc, default=str)) == _result(path, read_ahead=False)
+    assert len(pids) == 1
+
+
+def test_start_declines_what_it_cannot_read_ahead_at_once(samples: Path, small_chunks: None, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    not_a_capture = tmp_path / "notes.txt"
+    not_a_capture.write_text("hello\n" * 100)
+    for path in ("-", str(samples / "fmt_healthy.pcap.gz"), str(not_a_capture), str(tmp_path / "missing.pcap")):
+        assert readahead.start(path) is None, path
+    monkeypatch.setattr(readahead, "FORK_AFTER_BYTES", (samples / "healthy.pcap").stat().st_size + 1)
+    assert readahead.start(str(samples / "healthy.pcap")) is None  # smaller than the threshold
+    monkeypatch.setattr(readahead, "FORK_AFTER_BYTES", 0)
+    monkeypatch.setattr(readahead, "can_fork", lambda: False)
+    assert readahead.start(str(samples / "healthy.pcap")) is None
+
+
+def test_closing_an_unused_start_reaps_its_child(samples: Path, small_chunks: None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    pids = _forks(monkeypatch)
+    early = readahead.start(str(samples / "syn_flood.pcap"))
+    assert early is not None
+    early.close()
+    early.close()  # twice is harmless
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pids[0], os.WNOHANG)
+
+
+def test_analyze_forks_its_reader_before_loading_pandas(tmp_path: Path) -> None:
+    """`pcapsense analyze` on a capture file of at least FORK_AFTER_BYTES starts the read-ahead child before it
+    imports pandas and the detectors, so the child reads and decodes while they load."""
+    big = tmp_path / "big.pcap"
+    frame = ethernet_udp(bytes(60_000))
+    records = (readahead.FORK_AFTER_BYTES // len(frame)) + 10
+    big.write_bytes(pcap_header() + b"".join(pcap_record(frame, ts=1_700_000_000 + i) for i in range(records)))
+    code = """
+import json, os, sys
+parent, seen, fork = os.getpid(), [], os.fork
+def recording_fork():
+    seen.append("pandas" in sys.modules)
+    return fork()
+os.fork = recording_fork
+from pcapsense import cli
+sys.argv = ["pcapsense", "analyze", sys.argv[1], "-q", "--no-report", "--format", "json"]
+try:
+    cli.main()
+finally:
+    if os.getpid() == parent:
+        print(json.dumps(seen), file=sys.stderr)
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == [False]
+    assert json.loads(proc.stdout)["capture"]["packets"] == records
+
+
+def test_the_command_line_loads_without_pandas() -> None:
+    """What readahead.start needs before it forks must not pull in pandas (it would load before the fork)."""
+    code = "import sys; import pcapsense.cli; print('pandas' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() \
+        == "False"

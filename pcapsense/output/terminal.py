@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from pcapsense.engine import AnalysisResult
 from pcapsense.findings import LAYERS
+
+if TYPE_CHECKING:
+    from pcapsense.engine import AnalysisResult
 
 STATUS_MARK = {"clean": "ok", "suspect": "??", "broken": "XX", "not observed": "--"}
 

@@ -149,6 +149,9 @@ class MappedChunks(ChunkStream):
         on_piece(self.buf)
         return True
 
+    def file_size(self) -> int:
+        return os.fstat(self._fd).st_size
+
     def file_range(self, data: np.ndarray) -> tuple[int, int] | None:
         """(file offset, length) of `data` when it is a non-empty contiguous view of the current window, so that
         another process can map the same bytes; None otherwise."""

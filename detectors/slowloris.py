@@ -198,7 +198,8 @@ class Slowloris(Detector):
                 self.pending.pop(conn, None)
             elif kind == "request" and (p is None or (p.method, p.target) != (method, target)):
                 # A new request; the same request line again on a pending connection is a retransmission.
-                self.pending[conn] = _Pending(ts, frame, method, target, http_host, ts, size)
+                host = http_host if isinstance(http_host, str) else None  # a missing Host header is NaN here
+                self.pending[conn] = _Pending(ts, frame, method, target, host, ts, size)
             elif kind == "header-segment" and p is not None:
                 p.add_segment(frame, ts, size, self.t)
 

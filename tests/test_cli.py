@@ -104,3 +104,26 @@ def test_analyze_collects_young_garbage_less_often(samples: Path) -> None:
                           text=True, timeout=120)
     threshold, wanted = proc.stdout.split()
     assert threshold == wanted != "700"
+
+
+def test_json_output_is_strict_json_on_every_sample(samples: Path) -> None:
+    """No NaN or Infinity (Python's extension, which jq and browsers reject) in any document."""
+    from pcapsense.engine import AnalysisOptions, analyze
+    from pcapsense.output.jsondoc import dumps
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"{constant} in the JSON document")
+
+    captures = sorted(p for p in samples.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
+    assert len(captures) >= 40
+    for path in captures:
+        json.loads(dumps(analyze(str(path), AnalysisOptions()).to_dict()), parse_constant=reject)
+
+
+def test_json_rendering_makes_numbers_plain_and_finite() -> None:
+    import numpy as np
+
+    from pcapsense.output.jsondoc import dumps
+
+    doc = {"nan": float("nan"), "inf": [float("inf"), -np.inf], "np": (np.int64(3), np.float32(0.5)), "ok": 1.5}
+    assert json.loads(dumps(doc)) == {"nan": None, "inf": [None, None], "np": [3, 0.5], "ok": 1.5}

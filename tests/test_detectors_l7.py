@@ -263,6 +263,7 @@ def test_slow_client_sample(samples: Path, positive: str) -> None:
     assert m["trickle_segments"] == 7 and m["trickle_bytes_mean"] == 1.0
     assert m["header_duration_s_max"] > 70
     assert len(f.evidence.frames) == 4  # the request start and three of its one-byte trickles
+    assert m["http_hosts"] == []  # its Host header never arrived (a missing host is not a NaN host)
 
 
 def test_silent_where_the_manifest_says_so(samples: Path, manifest: list[dict]) -> None:

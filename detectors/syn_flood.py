@@ -88,7 +88,8 @@ def _cap_sources(df: pd.DataFrame) -> pd.DataFrame:
     """Sum per (server:port, source) and keep the MAX_SOURCES busiest sources per server:port (for the top
     source and the hosts named; how many distinct sources there were is counted apart, see DistinctCount)."""
     summed = df.groupby(["kid", "orig"], sort=False, as_index=False)["n"].sum()
-    return summed.sort_values("n", ascending=False, kind="stable").groupby("kid", sort=False).head(MAX_SOURCES)
+    busiest = summed.sort_values(["n", "orig"], ascending=[False, True], kind="stable")  # ties: by address, so
+    return busiest.groupby("kid", sort=False).head(MAX_SOURCES)  # equally busy sources never depend on batching
 
 
 class SynFlood(Detector):

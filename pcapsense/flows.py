@@ -39,6 +39,7 @@ from pcapsense.flowstate import SlotStore
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 NS = 1_000_000_000
 _WRAP = 0xFFFFFFFF  # x & _WRAP is x mod 2**32, also for negative x (two's complement), and cheaper than %
+WAITING_ACKS = 2  # unacknowledged data segments carried per direction (FlowTable._settle_acks)
 RECORD_SLICE = 20_000  # rows per flow-record frame (~25 MB): the most flow records that exist at once
 
 
@@ -591,9 +592,50 @@ class FlowTable:
         np.add.at(s["synack_retrans"], sl[synack & behind], 1)
         # data acknowledged by the end of the batch: the largest such segment per direction
         data = np.flatnonzero(seg_len > 0)
-        acked = data[seq_end[data] <= s.flat("max_uack")[key[data] ^ 1]]
+        peer_ack = s.flat("max_uack")[key[data] ^ 1]
+        acked = data[seq_end[data] <= peer_ack]
         out["acked"][order[acked]] = True
         np.maximum.at(s.flat("max_acked_seg"), key[acked], payload[acked].astype(s["max_acked_seg"].dtype))
+        waiting = data[seq_end[data] > peer_ack]
+        self._settle_acks(gkey, key[waiting], seq_end[waiting], payload[waiting])
+
+    def _settle_acks(self, gkey: np.ndarray, key: np.ndarray, end: np.ndarray, size: np.ndarray) -> None:
+        """Keep a direction's largest ACKed segment independent of where batches are cut: a data segment whose
+        ACK comes in a later batch counts too.
+
+        The segments not ACKed by the end of their batch (`key`, `end`, `size`) that could still raise it are
+        carried to later batches as a staircase of (sequence end, size), both rising (a segment ending no later
+        and at least as large makes another one irrelevant), at most WAITING_ACKS per direction: the largest,
+        since a large segment getting through is what the PMTUD detector asks about. Each batch settles the
+        carried segments of the directions it saw, or whose peer it saw acknowledging."""
+        s = self.store
+        max_acked = s.flat("max_acked_seg")
+        ends = [s.flat(f"wait_end{i}") for i in range(WAITING_ACKS)]
+        sizes = [s.flat(f"wait_size{i}") for i in range(WAITING_ACKS)]
+        seen = np.concatenate([gkey, gkey ^ 1])
+        carried = np.unique(seen[sizes[0][seen] > 0])  # the largest is kept first: no entry, no entries
+        have = [carried[z[carried] > 0] for z in sizes]
+        k = np.concatenate([*have, key])
+        e = np.concatenate([*(ends[i][h] for i, h in enumerate(have)), end])
+        z = np.concatenate([*(sizes[i][h] for i, h in enumerate(have)), size]).astype(np.int64)
+        for i in range(WAITING_ACKS):
+            ends[i][carried], sizes[i][carried] = 0, 0
+        covered = e <= s.flat("max_uack")[k ^ 1]
+        np.maximum.at(max_acked, k[covered], z[covered].astype(max_acked.dtype))
+        left = np.flatnonzero(~covered)
+        left = left[z[left] > max_acked[k[left]]]
+        if not len(left):
+            return
+        order = left[np.lexsort((-z[left], e[left], k[left]))]  # by direction, end, the largest first on a tie
+        k, e, z = k[order], e[order], z[order]
+        g = grouped.Groups.of(k)
+        rises = z > grouped.previous(grouped.cummax(z, g), g, np.zeros(len(g.starts), dtype=np.int64))
+        k, e, z = k[rises], e[rises], z[rises]
+        g = grouped.Groups.of(k)
+        rank = g.ends[g.gid] - np.arange(len(k))  # 0: the largest (last) of its direction
+        for i in range(WAITING_ACKS):
+            at = rank == i
+            ends[i][k[at]], sizes[i][k[at]] = e[at], z[at]
 
     def _syn_options(self, pk: Packets, r: np.ndarray, flags: np.ndarray, gid: np.ndarray,
                      gkey: np.ndarray) -> None:

@@ -88,6 +88,11 @@ DIR_FIELDS: dict[str, tuple[type, int]] = {
     "zero_win": (np.int64, 0),
     "max_seg": (np.int32, 0),
     "max_acked_seg": (np.int32, 0),
+    # data segments not ACKed yet that could still raise max_acked_seg: (sequence end, size), largest first
+    "wait_end0": (np.int64, 0),
+    "wait_size0": (np.int32, 0),
+    "wait_end1": (np.int64, 0),
+    "wait_size1": (np.int32, 0),
     "max_ip_len": (np.int32, 0),
     "mss": (np.int32, -1),
     "wscale": (np.int16, -1),

@@ -20,6 +20,7 @@ from pcapsense.detector import CaptureContext, Detector
 from pcapsense.engine import AnalysisOptions, analyze
 from pcapsense.errors import PcapsenseError
 from pcapsense.findings import Finding, Severity
+from pcapsense.reader import open as reader_open
 from pcapsense_detectors import pmtud_blackhole as pmtud
 from pcapsense_detectors.asymmetric_routing import AsymmetricRouting
 from pcapsense_detectors.pmtud_blackhole import PmtudBlackhole
@@ -187,10 +188,35 @@ def test_pmtud_ipv6_clamp_subtracts_60(tmp_path: Path) -> None:
     assert "Packet Too Big" in f.summary
 
 
-def test_pmtud_full_size_loss_recovered_at_full_size_is_not_a_black_hole(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [None, 200], ids=["one-batch", "per-packet"])
+def test_pmtud_full_size_loss_recovered_at_full_size_is_not_a_black_hole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int | None) -> None:
+    """Per packet, the ACK of the resend that got through comes in a later batch than the resend: it still
+    counts (the flow's largest ACKed segment carries unacknowledged segments across batches)."""
     cap = Capture(random.Random(3))
     stuck_full_size(cap, server_conn(cap), 3, delivered_last=True)
+    if chunk is not None:
+        monkeypatch.setattr(reader_open, "CHUNK_BYTES", chunk)
     assert run(PmtudBlackhole, write(tmp_path, "recovered.pcap", cap)) == []
+
+
+def test_largest_acked_segments_do_not_depend_on_batching(samples: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every sample's largest and never-ACKed segment sizes (from each direction's largest ACKed segment) are the
+    same in one batch and in a batch per packet or two, however late in the capture each ACK comes."""
+
+    def sizes(paths: list[Path]) -> dict[str, tuple[object, object, int]]:
+        out = {}
+        for path in paths:
+            result = analyze(str(path), AnalysisOptions(read_ahead=False))
+            l3 = result.series["L3"]
+            out[path.name] = (l3["largest_acked"], l3["never_acked"], result.capture["packets"])
+        return out
+
+    whole = sizes(sorted(p for p in samples.iterdir() if p.suffix in (".pcap", ".pcapng")))
+    with_data = {name: facts for name, facts in whole.items() if facts[0] and facts[2] <= 2000}  # a batch each: slow
+    assert len(with_data) >= 20
+    monkeypatch.setattr(reader_open, "CHUNK_BYTES", 700)
+    assert sizes([samples / name for name in with_data]) == with_data
 
 
 def _retransmissions(*segments: tuple[int, int]) -> pd.DataFrame:

@@ -259,7 +259,8 @@ class ArpUnanswered(Detector):
     def finish(self) -> Iterable[Finding]:
         for resolver in (self.arp, self.ndp):
             resolver.expire(float("inf"))
-            for who, r in resolver.requesters.items():
+            # in the order the requesters first asked (ties by address), however the capture was batched
+            for who, r in sorted(resolver.requesters.items(), key=lambda item: (item[1].first_ts, str(item[0]))):
                 if r.failed:
                     yield self._failure(resolver.family, who, r)
                 if r.sweeping:

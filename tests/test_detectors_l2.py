@@ -285,3 +285,14 @@ def test_real_captures() -> None:
         if got:
             seen[path.name] = got
     assert seen == {name: want for name, want in REAL_EXPECTED.items() if (REAL_PCAPS / name).exists()}
+
+
+@pytest.mark.skipif(not (REAL_PCAPS / "distance__lan-ip_conflict.pcapng").exists(), reason="real capture not available")
+def test_unanswered_arp_findings_come_in_the_order_requesters_first_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two requesters fail; their findings come by first request, in one batch and in 300-byte batches alike."""
+    path = REAL_PCAPS / "distance__lan-ip_conflict.pcapng"
+    expected = ["Unanswered ARP requests: 192.168.114.1 cannot resolve 2 neighbours",
+                "Unanswered ARP requests: 169.254.118.137 cannot resolve 192.168.114.1"]
+    assert [f.title for f in run(path, DETECTORS["arp-unanswered"])] == expected
+    monkeypatch.setattr(reader_open, "CHUNK_BYTES", 300)
+    assert [f.title for f in run(path, DETECTORS["arp-unanswered"])] == expected

@@ -34,12 +34,11 @@ from pcapsense.flowindex import FlowIndex
 from pcapsense.flowkeys import FlowKeys
 from pcapsense.flowlimits import FlowLimits
 from pcapsense.flowrecords import CODE_BITS, END_REASONS, HISTORY_LETTERS, LO_CODES, build_records
-from pcapsense.flowstate import SlotStore
+from pcapsense.flowstate import WAITING_ACKS, SlotStore
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 NS = 1_000_000_000
 _WRAP = 0xFFFFFFFF  # x & _WRAP is x mod 2**32, also for negative x (two's complement), and cheaper than %
-WAITING_ACKS = 2  # unacknowledged data segments carried per direction (FlowTable._settle_acks)
 RECORD_SLICE = 20_000  # rows per flow-record frame (~25 MB): the most flow records that exist at once
 
 

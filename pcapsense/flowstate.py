@@ -17,6 +17,8 @@ import mmap
 
 import numpy as np
 
+WAITING_ACKS = 2  # unacknowledged data segments carried per direction (flows.FlowTable._settle_acks)
+
 # name -> (dtype, initial value)
 SLOT_FIELDS: dict[str, tuple[type, int]] = {
     "conn_id": (np.int64, -1),
@@ -89,10 +91,8 @@ DIR_FIELDS: dict[str, tuple[type, int]] = {
     "max_seg": (np.int32, 0),
     "max_acked_seg": (np.int32, 0),
     # data segments not ACKed yet that could still raise max_acked_seg: (sequence end, size), largest first
-    "wait_end0": (np.int64, 0),
-    "wait_size0": (np.int32, 0),
-    "wait_end1": (np.int64, 0),
-    "wait_size1": (np.int32, 0),
+    **{f"wait_end{i}": (np.int64, 0) for i in range(WAITING_ACKS)},
+    **{f"wait_size{i}": (np.int32, 0) for i in range(WAITING_ACKS)},
     "max_ip_len": (np.int32, 0),
     "mss": (np.int32, -1),
     "wscale": (np.int16, -1),

@@ -333,8 +333,7 @@ def _child(reader: CaptureReader, batches: Iterator[RawBatch], shared: mmap.mmap
     mapped = _mapped(reader)
     try:
         free = list(range(SLOTS))
-
-        def ship(held: _Held) -> None:
+        for held in _held(reader, batches, join):
             if not free:
                 free.append(free_slots.recv())
             slot = free.pop()
@@ -345,9 +344,6 @@ def _child(reader: CaptureReader, batches: Iterator[RawBatch], shared: mmap.mmap
                 out.send(("pickled", held.joined(mapped), *progress))
             else:
                 out.send(("slot", (slot, layout, held.data_at), *progress))
-
-        for held in _held(reader, batches, join):
-            ship(held)
         state = {name: getattr(reader, name) for name in READER_STATE}
         out.send(("end", {**state, "consumed": reader.chunks.base}))
     except BaseException as exc:  # every failure must reach the parent, which re-raises it
@@ -395,11 +391,14 @@ class _Held:
         self.data_at = data_at
         self.rows += len(packets)
 
-    def shifts(self) -> list[int]:
-        """How far each part's positions into `data` move in the joined range: to where its own bytes start."""
-        if self.data_at is None:
-            return [0] * len(self.parts)
-        return [offset - self.data_at[0] for offset in self.offsets]
+    def column(self, name: str) -> Iterator[np.ndarray]:
+        """One column of each part in turn, positions into `data` moved to the joined range (by where the part's
+        own bytes start in it)."""
+        if self.data_at is None or name not in POSITION_COLUMNS:
+            yield from (getattr(part, name) for part in self.parts)
+            return
+        for part, offset in zip(self.parts, self.offsets, strict=True):
+            yield _moved(getattr(part, name), offset - self.data_at[0])
 
     def joined(self, mapped: MappedChunks | None) -> Packets:
         """The parts as one Packets over the joined range (in-process, or for a batch too large for a slot)."""
@@ -408,9 +407,7 @@ class _Held:
         data = mapped.file_bytes(*self.data_at)
         if len(self.parts) == 1:
             return replace(self.parts[0], data=data)
-        columns = {name: np.concatenate([_moved(getattr(part, name), shift if name in POSITION_COLUMNS else 0)
-                                         for part, shift in zip(self.parts, self.shifts(), strict=True)])
-                   for name in PACKET_FIELDS if name != "data"}
+        columns = {name: np.concatenate(list(self.column(name))) for name in PACKET_FIELDS if name != "data"}
         return Packets(data=data, **columns)
 
 
@@ -435,12 +432,10 @@ def _pack(held: _Held, shared: mmap.mmap, slot: int) -> Layout | None:
         offset += -(-int(np.prod(shape)) * column.dtype.itemsize // ALIGN) * ALIGN
     if offset > SLOT_BYTES:
         return None
-    shifts = held.shifts()
     for name, dtype, shape, at in layout:
         target = np.ndarray(shape, dtype=np.dtype(dtype), buffer=shared, offset=slot * SLOT_BYTES + at)
         lo = 0
-        for part, shift in zip(held.parts, shifts, strict=True):
-            column = getattr(part, name)
-            target[lo : lo + len(column)] = _moved(column, shift if name in POSITION_COLUMNS else 0)
+        for column in held.column(name):
+            target[lo : lo + len(column)] = column
             lo += len(column)
     return tuple(layout)

@@ -106,6 +106,24 @@ def test_analyze_collects_young_garbage_less_often(samples: Path) -> None:
     assert threshold == wanted != "700"
 
 
+def test_console_script_freezes_the_heap_on_its_way_out(samples: Path) -> None:
+    """The console script and `python -m pcapsense` run `cli.run`, which freezes every object once the command
+    has finished, so the interpreter's exit collections skip them (see cli.run); the command's output and exit
+    code are untouched."""
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["pcapsense"] == "pcapsense.cli:run"
+    code = ("import atexit, gc, sys\nfrom pcapsense import cli\natexit.register(lambda: print(gc.get_freeze_count()))"
+            "\nsys.argv = ['pcapsense', 'analyze', sys.argv[1], '-q', '--no-report', '--fail-on', 'info']\ncli.run()")
+    proc = subprocess.run([sys.executable, "-c", code, str(samples / "syn_flood.pcap")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr  # --fail-on still decides the exit code
+    assert int(proc.stdout) > 10_000
+    proc = run("analyze", str(samples / "healthy.pcap"), "--format", "json", "--no-report")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["capture"]["packets"] == 51
+
+
 def test_json_output_is_strict_json_on_every_sample(samples: Path) -> None:
     """No NaN or Infinity (Python's extension, which jq and browsers reject) in any document."""
     from pcapsense.engine import AnalysisOptions, analyze

@@ -138,8 +138,9 @@ def analyze(path: str, options: AnalysisOptions | None = None, progress: Progres
         timeline.wants if timeline is not None else ())
     batches = early.batches if early is not None else decoded_batches(reader, options.read_ahead)
     try:
-        for pk in batches:
-            prepared = prepare(pk, listened)
+        for batch in batches:
+            pk = batch.packets
+            prepared = prepare(pk, batch.dns, listened)
             if not context_ready:
                 context = CaptureContext(opened.source.name, tuple(i.linktype for i in reader.interfaces),
                                          len(reader.interfaces))

@@ -16,12 +16,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from pcapsense.decode.columns import PROTO_TCP, Packets
+from pcapsense.decode.columns import PROTO_TCP, Packets, any_of
 from pcapsense.decode.http import METHOD_PREFIXES, find_header_end, parse_http_request_start
 from pcapsense.decode.tls import parse_tls
 from pcapsense.errors import MalformedPacket
 from pcapsense.flows import FlowInfo
-from pcapsense.packetstreams import any_of
 from pcapsense.prepare import Prepared
 
 TLS_CONTENT_TYPES = (0x15, 0x16)  # alert, handshake: the records that tell how a handshake went

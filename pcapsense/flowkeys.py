@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pcapsense.decode.columns import PROTO_TCP, PROTO_UDP, Packets
+from pcapsense.decode.columns import PROTO_TCP, PROTO_UDP, Packets, tracked_rows
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -21,11 +21,6 @@ def _mix(x: np.ndarray) -> np.ndarray:
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return x ^ (x >> np.uint64(31))
-
-
-def tracked_rows(pk: Packets) -> np.ndarray:
-    """Packets the flow table tracks: decoded IP with a transport, not malformed, not a later fragment."""
-    return np.flatnonzero((pk.ipver > 0) & (pk.malformed == 0) & ~pk.later_fragment & (pk.proto >= 0))
 
 
 @dataclass

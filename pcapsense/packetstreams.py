@@ -1,10 +1,9 @@
 """Event streams that depend on the packets alone: selected with masks, returned as columns (name -> values).
 
-ARP, broadcasts, NDP and ICMP errors need nothing but the batch; DNS needs the batch plus which rows the flow
-table tracks, which is itself a property of the packets (flowkeys.tracked_rows). None of this reads flow state
-(see prepare.py); the engine turns the columns into frames and adds connections. Deep payload decoding (DNS)
-goes through the hardened decoder; failures are counted per kind. A selection tests its rarest condition over
-the whole batch and the others only on the rows that passed it.
+ARP, broadcasts, NDP and ICMP errors need nothing but the batch; DNS needs the batch's messages, decoded with
+the batch (decode/dnsbatch.py). None of this reads flow state (see prepare.py); the engine turns the columns
+into frames and adds connections. A selection tests its rarest condition over the whole batch and the others
+only on the rows that passed it.
 """
 
 from __future__ import annotations
@@ -14,28 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from pcapsense.decode.columns import ETH_ARP, ETH_IPV4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packets
-from pcapsense.decode.dns import RCODE_NAMES, DnsMessage, parse_dns
+from pcapsense.decode.columns import ETH_ARP, ETH_IPV4, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packets, any_of
+from pcapsense.decode.dnsbatch import DnsMessages
 from pcapsense.decode.gather import Gather
 from pcapsense.decode.linktypes import BROADCAST_MAC
-from pcapsense.errors import MalformedPacket
 from pcapsense.flowrecords import address_text
 
 Columns = dict[str, Any]  # column name -> numpy array or list, one value per selected packet (or message)
 
-DNS_PORTS = (53, 5353, 5355)
 ARP_IPV4_BYTES = 28  # an ARP packet for IPv4 over Ethernet
 ARP_ETHER_IPV4 = 1 << 32 | ETH_IPV4 << 16 | 6 << 8 | 4  # hardware type 1 (Ethernet), IPv4, address lengths 6, 4
 FRAME_HASH_BYTES = 64
 FNV_OFFSET, FNV_PRIME = 0xCBF29CE484222325, 0x100000001B3  # 64-bit FNV-1a
-
-
-def any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
-    """`np.isin` for a handful of constants: a few comparisons cost less than its sort or lookup table."""
-    mask = values == choices[0]
-    for choice in choices[1:]:
-        mask |= values == choice
-    return mask
 
 
 def addresses(hi: np.ndarray, lo: np.ndarray) -> list[str]:
@@ -159,60 +148,16 @@ PACKET_STREAMS = {"arp": arp, "broadcast": broadcast, "ndp": ndp, "icmp_errors":
 # -- DNS ------------------------------------------------------------------------------------------------------
 
 
-def dns(pk: Packets, tracked: np.ndarray, malformed: Counter[str]) -> tuple[np.ndarray, Columns] | None:
-    """DNS messages of the tracked rows (`tracked`: the flow table's rows of this batch): (their rows, their
-    columns). The flow columns (connection) are the engine's to add; one row per decoded message."""
-    rows = np.flatnonzero(any_of(pk.sport, DNS_PORTS) | any_of(pk.dport, DNS_PORTS))
-    l4 = any_of(pk.proto[rows], (PROTO_UDP, PROTO_TCP))
-    rows = rows[l4 & (pk.payload_len[rows] > 0) & (pk.malformed[rows] == 0)]
-    rows = rows[np.isin(rows, tracked, assume_unique=True)]
-    kept, messages = _parse_dns(pk, rows, malformed)
-    if not messages:
+def dns(pk: Packets, messages: DnsMessages) -> tuple[np.ndarray, Columns] | None:
+    """The DNS stream of a batch from its decoded messages (decode/dnsbatch.py): (their rows, their columns),
+    one row per message. The flow columns (connection) are the engine's to add."""
+    if not len(messages):
         return None
-    rows = rows[kept]
+    rows = messages.rows
     return rows, {
         "frame": pk.frame[rows], "ts": pk.ts_ns[rows] / 1e9,
         "src": addresses(pk.src_hi[rows], pk.src_lo[rows]), "sport": pk.sport[rows],
         "dst": addresses(pk.dst_hi[rows], pk.dst_lo[rows]), "dport": pk.dport[rows],
         "transport": ["tcp" if tcp else "udp" for tcp in (pk.proto[rows] == PROTO_TCP).tolist()],
-        **_message_columns(messages),
-    }
-
-
-def _parse_dns(pk: Packets, rows: np.ndarray, malformed: Counter[str]) -> tuple[list[int], list[DnsMessage]]:
-    """Decode the selected payloads; return the positions in `rows` that decoded and their messages."""
-    kept: list[int] = []
-    messages: list[DnsMessage] = []
-    flags = zip(rows.tolist(), pk.fragment[rows].tolist(), (pk.proto[rows] == PROTO_TCP).tolist(), strict=True)
-    for pos, (row, fragment, over_tcp) in enumerate(flags):
-        if fragment:
-            malformed["dns-fragmented-not-reassembled"] += 1
-            continue
-        try:
-            messages.append(parse_dns(pk.payload(row), over_tcp=over_tcp))
-        except MalformedPacket as exc:
-            malformed[exc.kind] += 1
-            continue
-        kept.append(pos)
-    return kept, messages
-
-
-def _message_columns(messages: list[DnsMessage]) -> Columns:
-    """The DNS stream's columns taken from the decoded messages.
-
-    Integer and boolean columns are built as typed arrays because pandas infers the type of a list element by
-    element; qtype stays a list so that a None (no question) still turns it into floats with NaN.
-    """
-    field = dict(zip(DnsMessage._fields, zip(*messages, strict=True), strict=True))
-    return {
-        "id": np.array(field["id"], dtype=np.int64),
-        "is_response": np.array(field["is_response"], dtype=bool),
-        "opcode": np.array(field["opcode"], dtype=np.int64),
-        "rcode": np.array(field["rcode"], dtype=np.int64),
-        "rcode_name": [RCODE_NAMES.get(rcode, str(rcode)) for rcode in field["rcode"]],
-        "truncated": np.array(field["truncated"], dtype=bool),
-        "qname": list(field["qname"]),
-        "qtype": list(field["qtype"]),
-        "ancount": np.array(field["ancount"], dtype=np.int64),
-        "answers": [",".join(answers) for answers in field["answers"]],
+        **messages.columns,
     }

@@ -53,6 +53,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pcapsense.decode.columns import POSITION_COLUMNS, Packets, decode_batch
+from pcapsense.decode.dnsbatch import DnsMessages
 from pcapsense.errors import PcapsenseError
 from pcapsense.reader.batch import RawBatch
 from pcapsense.reader.chunks import MappedChunks
@@ -78,12 +79,24 @@ class ReaderProcessError(PcapsenseError):
     """The read-ahead child ended without reporting its end of stream (killed, out of memory)."""
 
 
+@dataclass
+class Decoded:
+    """One engine batch: its packets, and their DNS messages, decoded with them (see decode/dnsbatch.py)."""
+
+    packets: Packets
+    dns: DnsMessages
+
+    @classmethod
+    def of(cls, packets: Packets) -> Decoded:
+        return cls(packets, DnsMessages.of(packets))
+
+
 class Batches(Protocol):
     """Decoded batches, one engine batch at a time; close() stops the read-ahead child if one runs."""
 
-    def __iter__(self) -> Iterator[Packets]: ...
+    def __iter__(self) -> Iterator[Decoded]: ...
 
-    def __next__(self) -> Packets: ...
+    def __next__(self) -> Decoded: ...
 
     def close(self) -> None: ...
 
@@ -104,7 +117,7 @@ def decoded_batches(reader: CaptureReader, parallel: bool = True) -> Batches:
 
 
 def _here(reader: CaptureReader, batches: Iterator[RawBatch], join: bool,
-          parallel: bool) -> Generator[Packets, None, None]:
+          parallel: bool) -> Generator[Decoded, None, None]:
     """Batches decoded in this process; input that is not a large file forks once FORK_AFTER_BYTES were read."""
     mapped = _mapped(reader)
     if join:  # a large file read in this process (one CPU, other threads running, or asked to)
@@ -112,7 +125,7 @@ def _here(reader: CaptureReader, batches: Iterator[RawBatch], join: bool,
             yield held.joined(mapped)
         return
     for batch in batches:
-        yield _decode(reader, batch)
+        yield Decoded.of(_decode(reader, batch))
         if parallel and reader.chunks.base >= FORK_AFTER_BYTES and can_fork():
             read_ahead = _ReadAhead(reader, batches, join)
             try:
@@ -230,10 +243,10 @@ class _ReadAhead:
         self._child = _Child(pid)
         self._batches = self._receive(reader, mapped)
 
-    def __iter__(self) -> Iterator[Packets]:
+    def __iter__(self) -> Iterator[Decoded]:
         return self
 
-    def __next__(self) -> Packets:
+    def __next__(self) -> Decoded:
         return next(self._batches)
 
     def close(self) -> None:
@@ -243,7 +256,7 @@ class _ReadAhead:
         self._from_child.close()
         self._to_child.close()
 
-    def _receive(self, reader: CaptureReader, mapped: MappedChunks | None) -> Iterator[Packets]:
+    def _receive(self, reader: CaptureReader, mapped: MappedChunks | None) -> Iterator[Decoded]:
         try:
             while True:
                 message = self._child.receive(self._from_child)
@@ -253,14 +266,14 @@ class _ReadAhead:
                     return
                 if kind == "error":
                     raise message[1]
-                _, payload, consumed, interfaces = message
+                _, payload, dns, consumed, interfaces = message
                 reader.chunks.base = consumed
                 reader.interfaces[:] = interfaces
                 if kind == "slot":
-                    yield _unpack(self._shared, payload, mapped)
+                    yield Decoded(_unpack(self._shared, payload, mapped), dns)
                     _hand_back(self._to_child, payload[0])
                 else:
-                    yield payload
+                    yield Decoded(payload, dns)
         finally:
             self._child.reap()
 
@@ -341,9 +354,9 @@ def _child(reader: CaptureReader, batches: Iterator[RawBatch], shared: mmap.mmap
             progress = (reader.chunks.base, list(reader.interfaces))
             if layout is None:
                 free.append(slot)
-                out.send(("pickled", held.joined(mapped), *progress))
+                out.send(("pickled", held.joined(mapped).packets, held.dns(), *progress))
             else:
-                out.send(("slot", (slot, layout, held.data_at), *progress))
+                out.send(("slot", (slot, layout, held.data_at), held.dns(), *progress))
         state = {name: getattr(reader, name) for name in READER_STATE}
         out.send(("end", {**state, "consumed": reader.chunks.base}))
     except BaseException as exc:  # every failure must reach the parent, which re-raises it
@@ -367,6 +380,7 @@ class _Held:
 
     def __init__(self) -> None:
         self.parts: list[Packets] = []
+        self.messages: list[tuple[int, DnsMessages]] = []  # each part's DNS messages, with its first row
         self.offsets: list[int] = []  # file offset of each part's `data`, when it travels as a file range
         self.data_at: FileRange | None = None  # the one file range every part's bytes lie in
         self.rows = 0
@@ -381,6 +395,7 @@ class _Held:
         return start <= data_at[0] <= start + length
 
     def add(self, packets: Packets, data_at: FileRange | None) -> None:
+        self.messages.append((self.rows, DnsMessages.of(packets)))  # while the part still has its bytes
         if data_at is not None:  # the bytes travel as a range: let go of the view, and so of the window's mapping
             packets = replace(packets, data=NO_BYTES)
             self.offsets.append(data_at[0])
@@ -400,15 +415,18 @@ class _Held:
         for part, offset in zip(self.parts, self.offsets, strict=True):
             yield _moved(getattr(part, name), offset - self.data_at[0])
 
-    def joined(self, mapped: MappedChunks | None) -> Packets:
-        """The parts as one Packets over the joined range (in-process, or for a batch too large for a slot)."""
+    def dns(self) -> DnsMessages:
+        return DnsMessages.joined(self.messages)
+
+    def joined(self, mapped: MappedChunks | None) -> Decoded:
+        """The parts as one batch over the joined range (in-process, or for a batch too large for a slot)."""
         if mapped is None or self.data_at is None:
-            return self.parts[0]
+            return Decoded(self.parts[0], self.dns())
         data = mapped.file_bytes(*self.data_at)
         if len(self.parts) == 1:
-            return replace(self.parts[0], data=data)
+            return Decoded(replace(self.parts[0], data=data), self.dns())
         columns = {name: np.concatenate(list(self.column(name))) for name in PACKET_FIELDS if name != "data"}
-        return Packets(data=data, **columns)
+        return Decoded(Packets(data=data, **columns), self.dns())
 
 
 def _moved(column: np.ndarray, shift: int) -> np.ndarray:

@@ -211,15 +211,24 @@ def forked_small_chunks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]
     return ranges
 
 
+def _messages(batch: readahead.Decoded) -> list[tuple]:
+    """The batch's DNS messages by frame number (rows are batch positions, frames are not)."""
+    frames = batch.packets.frame[batch.dns.rows].tolist()
+    columns = [list(np.asarray(values).tolist()) for values in batch.dns.columns.values()]
+    return [*zip(frames, *columns, strict=True), sorted(batch.dns.malformed.items())]
+
+
 def _packets(path: Path, parallel: bool) -> Iterator[list]:
-    """Every decoded column of every batch, and the bytes that the positions into `data` point at."""
+    """Every decoded column of every batch, the bytes that the positions into `data` point at, and the batch's
+    DNS messages."""
     opened = open_capture(str(path))
     try:
-        for pk in readahead.decoded_batches(opened.reader, parallel=parallel):
+        for batch in readahead.decoded_batches(opened.reader, parallel=parallel):
+            pk = batch.packets
             columns = [getattr(pk, name).tolist() for name in readahead.PACKET_FIELDS if name != "data"]
             frames = [pk.data[s:e].tobytes() for s, e in zip(pk.start.tolist(), pk.end.tolist(), strict=True)]
             payloads = [pk.payload(row) for row in range(len(pk))]
-            yield [*columns, frames, payloads]
+            yield [*columns, frames, payloads, _messages(batch)]
     finally:
         opened.close()
 
@@ -239,13 +248,16 @@ def test_forked_batches_view_the_same_bytes_as_in_process(samples: Path, tmp_pat
     assert all(length > 0 for _, length in forked_small_chunks)
 
 
-def _rows(path: Path, parallel: bool) -> list[list]:
+def _rows(path: Path, parallel: bool) -> tuple[list[list], list[tuple]]:
     """Every packet's values, positions into `data` replaced by the bytes they point at (and l3, l4 by their
-    distance from the frame's start): what must not change when batches are joined."""
+    distance from the frame's start), and every DNS message: what must not change when batches are joined."""
     opened = open_capture(str(path))
     rows: list[list] = []
+    messages: list[tuple] = []
     try:
-        for pk in readahead.decoded_batches(opened.reader, parallel=parallel):
+        for batch in readahead.decoded_batches(opened.reader, parallel=parallel):
+            pk = batch.packets
+            messages.extend(_messages(batch)[:-1])
             values = [getattr(pk, name).tolist() for name in readahead.PACKET_FIELDS
                       if name != "data" and name not in POSITION_COLUMNS]
             inner = [np.where(pk.l3 >= 0, pk.l3 - pk.start, -1).tolist(),
@@ -255,7 +267,7 @@ def _rows(path: Path, parallel: bool) -> list[list]:
             rows.extend(map(list, zip(*values, *inner, frames, payloads, strict=True)))
     finally:
         opened.close()
-    return rows
+    return rows, messages
 
 
 @needs_fork
@@ -290,7 +302,7 @@ def test_engine_batches_join_chunks_up_to_the_row_target(
     def sizes(parallel: bool) -> list[int]:
         opened = open_capture(str(path))
         try:
-            return [len(pk) for pk in readahead.decoded_batches(opened.reader, parallel=parallel)]
+            return [len(batch.packets) for batch in readahead.decoded_batches(opened.reader, parallel=parallel)]
         finally:
             opened.close()
 
@@ -318,9 +330,9 @@ def test_the_parent_unmaps_each_batch_when_it_is_dropped(tmp_path: Path,
     path.write_bytes(_pcap(records=2000))
     opened = open_capture(str(path))
     live = []
-    for pk in readahead.decoded_batches(opened.reader):
+    for batch in readahead.decoded_batches(opened.reader):
         live.append(_mappings_of(path))
-        del pk
+        del batch
     opened.close()
     assert len(forked_small_chunks) > 10
     assert max(live) <= 3

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from pcapsense.decode.columns import decode_batch
+from pcapsense.decode.dnsbatch import DnsMessages
 from pcapsense.engine import AnalysisOptions, AnalysisResult, analyze
 from pcapsense.events import StreamBuilder
 from pcapsense.findings import Evidence, Finding, FlowRef, Severity
@@ -63,7 +64,7 @@ def timeline_of(path: str | Path) -> dict:
         for batch in opened.reader.batches():
             linktypes = np.array([i.linktype for i in opened.reader.interfaces], dtype=np.int64)
             pk = decode_batch(batch, linktypes)
-            prepared = prepare(pk, frozenset(timeline.wants))
+            prepared = prepare(pk, DnsMessages.of(pk), frozenset(timeline.wants))
             info = table.update(pk, prepared.keys)
             row_of = np.full(len(pk), -1, dtype=np.int64)
             row_of[info.rows] = np.arange(len(info.rows))

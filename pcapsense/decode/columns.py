@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from pcapsense.decode.gather import Gather
+from pcapsense.decode.gather import Gather, header
 from pcapsense.decode.linktypes import LINK_LAYERS
 from pcapsense.reader.batch import RawBatch
 
@@ -40,6 +40,14 @@ MALFORMED_KINDS = (
     "truncated-arp",
 )
 MALFORMED = {name: code for code, name in enumerate(MALFORMED_KINDS)}
+# the fixed headers read as one record per packet (IPv4 and TCP without their options)
+IPV4_HEADER = header(20, ver_ihl=(0, "u1"), total=(2, ">u2"), ip_id=(4, ">u2"), flags=(6, ">u2"), ttl=(8, "u1"),
+                     proto=(9, "u1"), src=(12, ">u4"), dst=(16, ">u4"))
+IPV6_HEADER = header(40, ver=(0, "u1"), plen=(4, ">u2"), next=(6, "u1"), hop_limit=(7, "u1"), src_hi=(8, ">u8"),
+                     src_lo=(16, ">u8"), dst_hi=(24, ">u8"), dst_lo=(32, ">u8"))
+TCP_HEADER = header(20, sport=(0, ">u2"), dport=(2, ">u2"), seq=(4, ">u4"), ack=(8, ">u4"), off=(12, "u1"),
+                    flags=(13, "u1"), win=(14, ">u2"))
+TCP_TIMESTAMPS_ONLY = 0x0101080A  # options NOP, NOP, timestamps (kind 8, length 10): nothing else to read
 POSITION_COLUMNS = frozenset({"start", "end", "l3", "l4", "payload_off"})  # index `data`; l3, l4 are -1 if absent
 
 
@@ -112,6 +120,19 @@ class Packets:
         """A sub-batch of the given rows (the byte buffer is shared)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return Packets(**{k: (v if k == "data" else v[rows]) for k, v in values.items()})
+
+
+def any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
+    """`np.isin` for a handful of constants: a few comparisons cost less than its sort or lookup table."""
+    mask = values == choices[0]
+    for choice in choices[1:]:
+        mask |= values == choice
+    return mask
+
+
+def tracked_rows(pk: Packets) -> np.ndarray:
+    """Packets the flow table tracks: decoded IP with a transport, not malformed, not a later fragment."""
+    return np.flatnonzero((pk.ipver > 0) & (pk.malformed == 0) & ~pk.later_fragment & (pk.proto >= 0))
 
 
 def _zeros(n: int, dtype: type = np.int64, fill: int = 0) -> np.ndarray:
@@ -192,31 +213,32 @@ class _Decoder:
         short = l3 + 20 > self.end[rows]
         self.mark(rows[short], "truncated-ip-header")
         rows, l3 = rows[~short], l3[~short]
-        b0 = g.u8(l3)
+        h = g.block(l3, IPV4_HEADER)
+        b0 = h["ver_ihl"].astype(np.int64)
         bad_ver = (b0 >> 4) != 4
         self.mark(rows[bad_ver], "bad-ip-version")
         ihl = (b0 & 0xF) * 4
-        total = g.be16(l3 + 2)
+        total = h["total"].astype(np.int64)
         bad_ihl = ~bad_ver & ((ihl < 20) | (l3 + ihl > self.end[rows]) | (total < ihl))
         self.mark(rows[bad_ihl], "bad-ip-header-length")
         too_long = ~bad_ver & ~bad_ihl & (l3 + total > self.wire_end[rows])
         self.mark(rows[too_long], "ip-length-exceeds-frame")
         ok = ~(bad_ver | bad_ihl | too_long)
-        rows, l3, ihl, total = rows[ok], l3[ok], ihl[ok], total[ok]
+        rows, l3, ihl, total, h = rows[ok], l3[ok], ihl[ok], total[ok], h[ok]
         c["ipver"][rows] = 4
-        flags = g.be16(l3 + 6)
-        c["ip_id"][rows] = g.be16(l3 + 4)
+        flags = h["flags"].astype(np.int64)
+        c["ip_id"][rows] = h["ip_id"]
         c["df"][rows] = (flags & 0x4000) != 0
         frag_off = flags & 0x1FFF
         c["fragment"][rows] = ((flags & 0x2000) != 0) | (frag_off > 0)
         c["later_fragment"][rows] = frag_off > 0
-        c["ttl"][rows] = g.u8(l3 + 8)
-        proto = g.u8(l3 + 9)
+        c["ttl"][rows] = h["ttl"]
+        proto = h["proto"].astype(np.int64)
         c["proto"][rows] = proto
         c["src_hi"][rows] = 0
-        c["src_lo"][rows] = IPV4_MAPPED | g.be32(l3 + 12).astype(np.uint64)
+        c["src_lo"][rows] = IPV4_MAPPED | h["src"].astype(np.uint64)
         c["dst_hi"][rows] = 0
-        c["dst_lo"][rows] = IPV4_MAPPED | g.be32(l3 + 16).astype(np.uint64)
+        c["dst_lo"][rows] = IPV4_MAPPED | h["dst"].astype(np.uint64)
         c["ip_len"][rows] = total
         c["l4"][rows] = l3 + ihl
         c["payload_len"][rows] = total - ihl
@@ -228,21 +250,20 @@ class _Decoder:
         short = l3 + 40 > self.end[rows]
         self.mark(rows[short], "truncated-ip-header")
         rows, l3 = rows[~short], l3[~short]
-        bad_ver = (g.u8(l3) >> 4) != 6
+        h = g.block(l3, IPV6_HEADER)
+        bad_ver = (h["ver"] >> 4) != 6
         self.mark(rows[bad_ver], "bad-ip-version")
-        plen = g.be16(l3 + 4)
+        plen = h["plen"].astype(np.int64)
         too_long = ~bad_ver & (l3 + 40 + plen > self.wire_end[rows])
         self.mark(rows[too_long], "ip-length-exceeds-frame")
         ok = ~(bad_ver | too_long)
-        rows, l3, plen = rows[ok], l3[ok], plen[ok]
+        rows, l3, plen, h = rows[ok], l3[ok], plen[ok], h[ok]
         c["ipver"][rows] = 6
-        c["ttl"][rows] = g.u8(l3 + 7)
-        c["src_hi"][rows] = g.be64(l3 + 8)
-        c["src_lo"][rows] = g.be64(l3 + 16)
-        c["dst_hi"][rows] = g.be64(l3 + 24)
-        c["dst_lo"][rows] = g.be64(l3 + 32)
+        c["ttl"][rows] = h["hop_limit"]
+        for name in ("src_hi", "src_lo", "dst_hi", "dst_lo"):
+            c[name][rows] = h[name]
         c["ip_len"][rows] = 40 + plen
-        nh = g.u8(l3 + 6)
+        nh = h["next"].astype(np.int64)
         pos = l3 + 40
         first_fragment = np.ones(len(rows), dtype=bool)
         for _ in range(MAX_LAYERS):
@@ -332,14 +353,15 @@ class _Decoder:
         c, g = self.cols, self.g
         rows = self._l4_captured(rows, 20)
         l4 = c["l4"][rows]
-        c["sport"][rows] = g.be16(l4)
-        c["dport"][rows] = g.be16(l4 + 2)
-        c["seq"][rows] = g.be32(l4 + 4)
-        c["ack"][rows] = g.be32(l4 + 8)
-        b12 = g.u8(l4 + 12)
+        h = g.block(l4, TCP_HEADER)
+        c["sport"][rows] = h["sport"]
+        c["dport"][rows] = h["dport"]
+        c["seq"][rows] = h["seq"]
+        c["ack"][rows] = h["ack"]
+        b12 = h["off"].astype(np.int64)
         hlen = (b12 >> 4) * 4
-        c["tcp_flags"][rows] = g.u8(l4 + 13) | ((b12 & 1) << 8)
-        c["win"][rows] = g.be16(l4 + 14)
+        c["tcp_flags"][rows] = h["flags"] | ((b12 & 1) << 8)
+        c["win"][rows] = h["win"]
         bad = hlen < 20
         self.mark(rows[bad], "bad-tcp-header-length")
         c["tcp_hlen"][rows] = hlen
@@ -351,6 +373,8 @@ class _Decoder:
         c, g = self.cols, self.g
         pos = c["l4"][rows] + 20
         stop = np.minimum(c["l4"][rows] + c["tcp_hlen"][rows], self.end[rows])
+        ts_only = (stop - pos == 12) & (g.be32(pos) == TCP_TIMESTAMPS_ONLY)
+        rows, pos, stop = rows[~ts_only], pos[~ts_only], stop[~ts_only]
         for _ in range(40):  # 40 option bytes at most, so 40 steps always suffice
             live = pos < stop
             if not live.any():

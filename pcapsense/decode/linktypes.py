@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pcapsense.decode.gather import header
+
 if TYPE_CHECKING:
     from pcapsense.decode.columns import _Decoder
 
@@ -29,15 +31,24 @@ def linktype_name(linktype: int) -> str:
     return LINKTYPE_NAMES.get(linktype, f"unsupported link type {linktype}")
 
 
+ETHERNET_HEADER = header(14, dst_hi=(0, ">u2"), dst_lo=(2, ">u4"), src_hi=(6, ">u2"), src_lo=(8, ">u4"),
+                         etype=(12, ">u2"))
+
+
+def _mac(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    return (hi.astype(np.int64) << 32) | lo
+
+
 def _ethernet(d: _Decoder, rows: np.ndarray) -> None:
     c, g = d.cols, d.g
     short = d.start[rows] + 14 > d.end[rows]
     d.mark(rows[short], "truncated-link-header")
     rows = rows[~short]
     p = d.start[rows]
-    c["dst_mac"][rows] = g.be48(p)
-    c["src_mac"][rows] = g.be48(p + 6)
-    etype = g.be16(p + 12)
+    h = g.block(p, ETHERNET_HEADER)
+    c["dst_mac"][rows] = _mac(h["dst_hi"], h["dst_lo"])
+    c["src_mac"][rows] = _mac(h["src_hi"], h["src_lo"])
+    etype = h["etype"].astype(np.int64)
     hlen = np.full(len(rows), 14)
     depth = np.zeros(len(rows), dtype=np.int64)
     for _ in range(MAX_VLAN_TAGS + 1):

@@ -5,9 +5,12 @@ detectors together, and they depend on nothing downstream. With two or more core
 decodes batch n+1 while the engine works on batch n, so a large capture takes close to half the wall time.
 
 Batches cross through an anonymous shared mapping created before the fork, in SLOTS fixed slots (one being
-filled, one being read), so decoded columns are copied once and never pickled. The engine hands a slot back
-when it asks for the next batch; nothing downstream keeps views of a batch's columns past its turn (streams,
-records and state are built from copies: fancy indexing, DataFrame construction).
+filled, one being read). The child decodes straight into a slot (each column has a region of its own there,
+SlotLayout), so decoded columns are never copied or pickled: copying them in after decoding took the child,
+the busier process, 0.2 s of its 2.5 s on the 2M-packet benchmark. The engine hands a slot back when it asks
+for the next batch; nothing downstream keeps views of a batch's columns past its turn (streams, records and
+state are built from copies: fancy indexing, DataFrame construction). A batch's DNS messages (a few hundred
+small rows, decoded with it: decode/dnsbatch.py) travel pickled alongside.
 
 The packet bytes of a regular, uncompressed capture are not copied at all: the child reads them through
 mappings of the file (reader.chunks.MappedChunks) and sends only a batch's file range; the parent maps the
@@ -44,7 +47,7 @@ import os
 import signal
 import threading
 import traceback
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, fields, replace
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
@@ -52,7 +55,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pcapsense.decode.columns import POSITION_COLUMNS, Packets, decode_batch
+from pcapsense.decode.columns import COLUMN_TYPES, POSITION_COLUMNS, ColumnSpace, Packets, decode_batch
 from pcapsense.decode.dnsbatch import DnsMessages
 from pcapsense.errors import PcapsenseError
 from pcapsense.reader.batch import RawBatch
@@ -64,7 +67,7 @@ FORK_AFTER_BYTES = 16 * 2**20  # a file this large forks at once, other input on
 MAX_BATCH_ROWS = 65_536  # packets per decoded batch: bounds the columns (~45 x 8 bytes per packet) of tiny frames
 ENGINE_BATCH_ROWS = 32_768  # consecutive batches of a large mapped file are joined up to this many packets (_Held)
 SLOTS = 2  # one being filled by the child while the engine reads the other
-SLOT_BYTES = 64 * 2**20  # a chunk (16 MiB + one carried record) and its decoded columns; larger travels pickled
+SLOT_BYTES = 64 * 2**20  # columns of MAX_BATCH_ROWS packets (~22 MB) and a chunk's bytes; larger travels pickled
 ALIGN = 64
 PACKET_FIELDS = tuple(f.name for f in fields(Packets))
 NO_BYTES = np.zeros(0, dtype=np.uint8)
@@ -171,21 +174,25 @@ def _mapped(reader: CaptureReader) -> MappedChunks | None:
     return reader.chunks if isinstance(reader.chunks, MappedChunks) else None
 
 
-def _held(reader: CaptureReader, batches: Iterator[RawBatch], join: bool) -> Iterator[_Held]:
-    """Decoded batches, joined where they can be when `join` (see _Held), one engine batch at a time."""
+def _held(reader: CaptureReader, batches: Iterator[RawBatch], join: bool,
+          slots: Callable[[RawBatch, FileRange | None], _Slot | None] = lambda *_: None) -> Iterator[_Held]:
+    """Decoded batches, joined where they can be when `join` (see _Held), one engine batch at a time. Each engine
+    batch is decoded into the slot `slots` gives for its first part (waiting for one to be free), or into
+    arrays of its own when it gives none."""
     mapped = _mapped(reader)
-    held = _Held()
+    held: _Held | None = None
     for batch in batches:
-        packets = _decode(reader, batch)
-        data_at = mapped.file_range(packets.data) if mapped is not None else None
-        if not held.joins(packets, data_at):
+        data_at = mapped.file_range(batch.data) if mapped is not None else None
+        if held is not None and not held.joins(len(batch), data_at):
             yield held
-            held = _Held()
-        held.add(packets, data_at)
+            held = None
+        if held is None:
+            held = _Held(slots(batch, data_at))
+        held.add(reader, batch, data_at)
         if not join or held.rows >= ENGINE_BATCH_ROWS or data_at is None:
             yield held
-            held = _Held()
-    if held.parts:
+            held = None
+    if held is not None:
         yield held
 
 
@@ -214,9 +221,9 @@ def can_fork() -> bool:
     return hasattr(os, "fork") and cpus >= 2 and threading.active_count() == 1
 
 
-def _decode(reader: CaptureReader, batch: RawBatch) -> Packets:
+def _decode(reader: CaptureReader, batch: RawBatch, space: ColumnSpace | None = None) -> Packets:
     linktypes = np.array([i.linktype for i in reader.interfaces], dtype=np.int64)
-    return decode_batch(batch, linktypes)
+    return decode_batch(batch, linktypes, space)
 
 
 # -- parent ---------------------------------------------------------------------------------------------------
@@ -346,17 +353,24 @@ def _child(reader: CaptureReader, batches: Iterator[RawBatch], shared: mmap.mmap
     mapped = _mapped(reader)
     try:
         free = list(range(SLOTS))
-        for held in _held(reader, batches, join):
+        layout = SlotLayout.of(MAX_BATCH_ROWS)
+
+        def slot_for(batch: RawBatch, data_at: FileRange | None) -> _Slot | None:
+            """A free slot (waiting for the engine to hand one back), unless the batch's columns, and its bytes
+            when they do not travel as a file range, would not fit one: it then travels pickled."""
+            data = 0 if data_at is not None else batch.data.nbytes
+            if layout.bytes + data > SLOT_BYTES:
+                return None
             if not free:
                 free.append(free_slots.recv())
-            slot = free.pop()
-            layout = _pack(held, shared, slot)
+            return _Slot(shared, free.pop(), layout)
+
+        for held in _held(reader, batches, join, slot_for):
             progress = (reader.chunks.base, list(reader.interfaces))
-            if layout is None:
-                free.append(slot)
+            if held.slot is None:
                 out.send(("pickled", held.joined(mapped).packets, held.dns(), *progress))
             else:
-                out.send(("slot", (slot, layout, held.data_at), held.dns(), *progress))
+                out.send(("slot", (held.slot.index, held.shipped(), held.data_at), held.dns(), *progress))
         state = {name: getattr(reader, name) for name in READER_STATE}
         out.send(("end", {**state, "consumed": reader.chunks.base}))
     except BaseException as exc:  # every failure must reach the parent, which re-raises it
@@ -376,35 +390,55 @@ class _Held:
     reading and decoding are fastest on 16 MiB chunks (a chunk's headers are still in the CPU cache when they
     are decoded). Batches join only when their bytes lie in one file range (consecutive windows of a mapped
     file overlap or touch); other input (stdin, pipes, decompressed streams) ships batch by batch, so a live
-    capture is never held back waiting for more packets."""
+    capture is never held back waiting for more packets.
 
-    def __init__(self) -> None:
+    In the read-ahead child the parts are decoded straight into their slot, one after another (so the joined
+    columns are there, nothing is copied); in-process, or when a batch does not fit a slot, into arrays of their
+    own, concatenated when the batch is handed over."""
+
+    def __init__(self, slot: _Slot | None) -> None:
+        self.slot = slot
         self.parts: list[Packets] = []
         self.messages: list[tuple[int, DnsMessages]] = []  # each part's DNS messages, with its first row
         self.offsets: list[int] = []  # file offset of each part's `data`, when it travels as a file range
         self.data_at: FileRange | None = None  # the one file range every part's bytes lie in
         self.rows = 0
+        self.data_bytes: int | None = None  # bytes of `data` copied into the slot (input not from a mapped file)
 
-    def joins(self, packets: Packets, data_at: FileRange | None) -> bool:
-        """Whether the batch can be added: nothing is held yet, or its bytes continue the held range."""
-        if not self.parts:
-            return True
-        if data_at is None or self.data_at is None or self.rows + len(packets) > MAX_BATCH_ROWS:
+    def joins(self, rows: int, data_at: FileRange | None) -> bool:
+        """Whether a batch of `rows` packets can be added: its bytes continue the held range."""
+        if data_at is None or self.data_at is None or self.rows + rows > MAX_BATCH_ROWS:
             return False
         start, length = self.data_at
         return start <= data_at[0] <= start + length
 
-    def add(self, packets: Packets, data_at: FileRange | None) -> None:
+    def add(self, reader: CaptureReader, batch: RawBatch, data_at: FileRange | None) -> None:
+        if self.slot is not None:
+            self.slot.first = self.rows
+        packets = _decode(reader, batch, self.slot)
         self.messages.append((self.rows, DnsMessages.of(packets)))  # while the part still has its bytes
         if data_at is not None:  # the bytes travel as a range: let go of the view, and so of the window's mapping
             packets = replace(packets, data=NO_BYTES)
             self.offsets.append(data_at[0])
             if self.data_at is not None:
                 start, length = self.data_at
+                if self.slot is not None:
+                    for name in POSITION_COLUMNS:
+                        self.slot.move(name, len(packets), data_at[0] - start)
                 data_at = (start, max(start + length, data_at[0] + data_at[1]) - start)
+        elif self.slot is not None:
+            self.data_bytes = self.slot.copy_data(packets.data)
         self.parts.append(packets)
         self.data_at = data_at
         self.rows += len(packets)
+
+    def dns(self) -> DnsMessages:
+        return DnsMessages.joined(self.messages)
+
+    def shipped(self) -> Layout:
+        """Where the batch's columns are in its slot."""
+        assert self.slot is not None
+        return self.slot.shipped(self.rows, self.data_bytes)
 
     def column(self, name: str) -> Iterator[np.ndarray]:
         """One column of each part in turn, positions into `data` moved to the joined range (by where the part's
@@ -414,9 +448,6 @@ class _Held:
             return
         for part, offset in zip(self.parts, self.offsets, strict=True):
             yield _moved(getattr(part, name), offset - self.data_at[0])
-
-    def dns(self) -> DnsMessages:
-        return DnsMessages.joined(self.messages)
 
     def joined(self, mapped: MappedChunks | None) -> Decoded:
         """The parts as one batch over the joined range (in-process, or for a batch too large for a slot)."""
@@ -434,26 +465,60 @@ def _moved(column: np.ndarray, shift: int) -> np.ndarray:
     return np.where(column >= 0, column + shift, column) if shift else column
 
 
-def _pack(held: _Held, shared: mmap.mmap, slot: int) -> Layout | None:
-    """Copy every column of the held parts, one part after another, into the slot (`data` too unless it travels
-    as a file range), positions into `data` moved to the joined range; None when they do not fit (they then
-    travel pickled)."""
-    names = [name for name in PACKET_FIELDS if held.data_at is None or name != "data"]
-    first = held.parts[0]
-    if any(getattr(first, name).dtype.hasobject for name in names):
-        return None
-    layout, offset = [], 0
-    for name in names:
-        column = getattr(first, name)
-        shape = (sum(len(getattr(part, name)) for part in held.parts), *column.shape[1:])
-        layout.append((name, column.dtype.str, shape, offset))
-        offset += -(-int(np.prod(shape)) * column.dtype.itemsize // ALIGN) * ALIGN
-    if offset > SLOT_BYTES:
-        return None
-    for name, dtype, shape, at in layout:
-        target = np.ndarray(shape, dtype=np.dtype(dtype), buffer=shared, offset=slot * SLOT_BYTES + at)
-        lo = 0
-        for column in held.column(name):
-            target[lo : lo + len(column)] = column
-            lo += len(column)
-    return tuple(layout)
+@dataclass(frozen=True)
+class SlotLayout:
+    """Where each column lives in a slot: a region of `rows` values each, `data` (when copied) after them all."""
+
+    offsets: dict[str, int]
+    bytes: int  # the columns' regions, where `data` starts
+
+    @classmethod
+    def of(cls, rows: int) -> SlotLayout:
+        offsets, at = {}, 0
+        for name in PACKET_FIELDS:
+            if name != "data":
+                offsets[name] = at
+                at += -(-rows * np.dtype(COLUMN_TYPES[name][0]).itemsize // ALIGN) * ALIGN
+        return cls(offsets, at)
+
+
+class _Slot:
+    """One slot of the shared mapping as the decoder's column space (decode/columns.py ColumnSpace): the columns
+    of the engine batch being filled, rows from `first` on, part after part."""
+
+    def __init__(self, shared: mmap.mmap, index: int, layout: SlotLayout) -> None:
+        self.shared, self.index, self.layout, self.first = shared, index, layout, 0
+
+    def _view(self, name: str, n: int) -> np.ndarray:
+        dtype = np.dtype(COLUMN_TYPES[name][0])
+        at = self.index * SLOT_BYTES + self.layout.offsets[name] + self.first * dtype.itemsize
+        return np.ndarray((n,), dtype=dtype, buffer=self.shared, offset=at)
+
+    def new(self, name: str, n: int) -> np.ndarray:
+        column = self._view(name, n)
+        column[...] = COLUMN_TYPES[name][1]
+        return column
+
+    def put(self, name: str, values: np.ndarray) -> np.ndarray:
+        column = self._view(name, len(values))
+        column[...] = values
+        return column
+
+    def move(self, name: str, n: int, shift: int) -> None:
+        """Move the positions of the `n` rows from `first` on by `shift` (-1, no such layer, stays -1)."""
+        column = self._view(name, n)
+        np.add(column, shift, out=column, where=column >= 0)
+
+    def copy_data(self, data: np.ndarray) -> int:
+        """Copy the batch's bytes after the columns (input that is not a mapped file); returns their size."""
+        start = self.index * SLOT_BYTES + self.layout.bytes
+        np.ndarray((data.nbytes,), dtype=np.uint8, buffer=self.shared, offset=start)[...] = data
+        return data.nbytes
+
+    def shipped(self, rows: int, data_bytes: int | None) -> Layout:
+        """The layout the engine unpacks: every column's first `rows` values, and the bytes when copied."""
+        columns = tuple((name, np.dtype(COLUMN_TYPES[name][0]).str, (rows,), offset)
+                        for name, offset in self.layout.offsets.items())
+        if data_bytes is None:
+            return columns
+        return (*columns, ("data", np.dtype(np.uint8).str, (data_bytes,), self.layout.bytes))

@@ -352,13 +352,13 @@ def test_a_capture_cut_under_the_childs_mapping_is_a_reader_process_error(
     real_decode = readahead.decode_batch
     page = os.sysconf("SC_PAGE_SIZE")
 
-    def cutting_decode(batch: RawBatch, linktypes: np.ndarray) -> Packets:
+    def cutting_decode(batch: RawBatch, linktypes: np.ndarray, space: object = None) -> Packets:
         calls["n"] += 1
         if calls["n"] > 3:  # in the child, after the fork
             faulthandler.disable()  # the child's death is expected: no traceback on the test's stderr
             offset, _ = opened.reader.chunks.file_range(batch.data)
             os.truncate(path, -(-offset // page) * page + page)
-        return real_decode(batch, linktypes)
+        return real_decode(batch, linktypes, space)
 
     monkeypatch.setattr(readahead, "decode_batch", cutting_decode)
     opened = open_capture(str(path))

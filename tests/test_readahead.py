@@ -137,9 +137,9 @@ def test_batches_split_to_a_row_bound_give_the_same_result(samples: Path, monkey
     sizes: list[int] = []
     real_decode = readahead.decode_batch
 
-    def recording_decode(batch: RawBatch, linktypes: np.ndarray) -> Packets:
+    def recording_decode(batch: RawBatch, linktypes: np.ndarray, space: object = None) -> Packets:
         sizes.append(len(batch))
-        return real_decode(batch, linktypes)
+        return real_decode(batch, linktypes, space)
 
     monkeypatch.setattr(readahead, "decode_batch", recording_decode)
     monkeypatch.setattr(readahead, "MAX_BATCH_ROWS", 7)

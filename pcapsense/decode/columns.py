@@ -10,6 +10,7 @@ to the deep decoders, which only see the few packets the core selects.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Protocol
 
 import numpy as np
 
@@ -135,39 +136,60 @@ def tracked_rows(pk: Packets) -> np.ndarray:
     return np.flatnonzero((pk.ipver > 0) & (pk.malformed == 0) & ~pk.later_fragment & (pk.proto >= 0))
 
 
-def _zeros(n: int, dtype: type = np.int64, fill: int = 0) -> np.ndarray:
-    return np.full(n, fill, dtype=dtype)
+# Every column of a decoded batch but `data`: its type, and the value of a packet no layer fills it in for (the
+# columns a raw batch brings, from frame to linktype, are always filled: their value there is never used).
+COLUMN_TYPES: dict[str, tuple[type, int]] = {
+    **dict.fromkeys(("frame", "ts_ns", "iface", "caplen", "wirelen", "start", "end", "linktype"), (np.int64, 0)),
+    **dict.fromkeys(("net", "vlan_depth", "ipver", "ttl", "ip_id", "ip_len", "tunnel_depth", "sport", "dport",
+                     "tcp_flags", "seq", "ack", "win", "tcp_hlen", "sack_blocks", "payload_len", "payload_cap",
+                     "payload_off"), (np.int64, 0)),
+    **dict.fromkeys(("src_mac", "dst_mac", "l3", "l4", "proto", "mss", "wscale", "icmp_type", "icmp_code",
+                     "icmp_mtu", "payload_head"), (np.int64, -1)),  # -1: no such layer, field or address
+    **dict.fromkeys(("src_hi", "src_lo", "dst_hi", "dst_lo"), (np.uint64, 0)),
+    **dict.fromkeys(("df", "fragment", "later_fragment", "sack_ok", "unknown_link"), (bool, False)),
+    "malformed": (np.uint8, 0),
+}
+BATCH_COLUMNS = ("frame", "ts_ns", "iface", "caplen", "wirelen", "start", "end", "linktype")  # from the raw batch
+
+
+class ColumnSpace(Protocol):
+    """Where the decoder puts a batch's columns: arrays of their own, or (readahead.py) a shared slot."""
+
+    def new(self, name: str, n: int) -> np.ndarray:
+        """Column `name` for `n` packets, each holding the column's initial value (COLUMN_TYPES)."""
+        ...
+
+    def put(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Column `name` holding `values` (the very array, where the space allows)."""
+        ...
+
+
+class OwnArrays:
+    """Each column an array of its own; the raw batch's columns are used as they are."""
+
+    def new(self, name: str, n: int) -> np.ndarray:
+        dtype, fill = COLUMN_TYPES[name]
+        return np.full(n, fill, dtype=dtype)
+
+    def put(self, name: str, values: np.ndarray) -> np.ndarray:
+        return values
 
 
 class _Decoder:
     """Fills the columns of one batch; each step works on the subset of rows it applies to."""
 
-    def __init__(self, batch: RawBatch, iface_linktypes: np.ndarray) -> None:
+    def __init__(self, batch: RawBatch, iface_linktypes: np.ndarray, space: ColumnSpace) -> None:
         n = len(batch)
         self.g = Gather(batch.data)
-        self.start = batch.offset
-        self.end = batch.offset + batch.caplen
+        linktype = iface_linktypes[batch.iface] if n else np.zeros(0, np.int64)
+        given = (batch.frame, batch.ts_ns, batch.iface, batch.caplen, batch.wirelen, batch.offset,
+                 batch.offset + batch.caplen, linktype)
+        self.cols: dict[str, np.ndarray] = {"data": batch.data}
+        self.cols.update((name, space.put(name, values)) for name, values in zip(BATCH_COLUMNS, given, strict=True))
+        self.cols.update((name, space.new(name, n)) for name in COLUMN_TYPES if name not in BATCH_COLUMNS)
+        self.start, self.end, self.linktype = self.cols["start"], self.cols["end"], self.cols["linktype"]
         self.wire_end = batch.offset + batch.wirelen
-        self.linktype = iface_linktypes[batch.iface] if n else np.zeros(0, np.int64)
-        self.cols: dict[str, np.ndarray] = {
-            "data": batch.data, "frame": batch.frame, "ts_ns": batch.ts_ns, "iface": batch.iface,
-            "caplen": batch.caplen, "wirelen": batch.wirelen, "start": batch.offset, "end": self.end,
-            "linktype": self.linktype,
-        }
-        for name in ("src_mac", "dst_mac"):  # -1: the link layer records no such address
-            self.cols[name] = _zeros(n, fill=-1)
-        for name in ("net", "vlan_depth", "ipver", "ttl", "ip_id", "ip_len",
-                     "tunnel_depth", "sport", "dport", "tcp_flags", "seq", "ack", "win", "tcp_hlen",
-                     "sack_blocks", "payload_len", "payload_cap"):
-            self.cols[name] = _zeros(n)
-        for name in ("l3", "l4", "proto", "mss", "wscale", "icmp_type", "icmp_code", "icmp_mtu"):
-            self.cols[name] = _zeros(n, fill=-1)
-        self.cols["payload_off"] = self.end.copy()
-        for name in ("src_hi", "src_lo", "dst_hi", "dst_lo"):
-            self.cols[name] = _zeros(n, np.uint64)
-        for name in ("df", "fragment", "later_fragment", "sack_ok", "unknown_link"):
-            self.cols[name] = _zeros(n, bool)
-        self.cols["malformed"] = _zeros(n, np.uint8)
+        self.cols["payload_off"][:] = self.end  # no payload: it would start where the captured bytes end
 
     def mark(self, rows: np.ndarray, kind: str) -> None:
         self.cols["malformed"][rows] = MALFORMED[kind]
@@ -184,7 +206,6 @@ class _Decoder:
         self._network(np.flatnonzero(c["l3"] >= 0))
         self._arp_fields_ok()
         sniff = np.flatnonzero(c["payload_cap"] >= 4)
-        c["payload_head"] = _zeros(len(self.start), fill=-1)
         c["payload_head"][sniff] = self.g.be32(c["payload_off"][sniff])
         return Packets(**c)
 
@@ -422,6 +443,7 @@ class _Decoder:
         self.mark(short, "truncated-arp")
 
 
-def decode_batch(batch: RawBatch, iface_linktypes: np.ndarray) -> Packets:
-    """Decode every packet of a batch into columns. `iface_linktypes[i]` is interface i's link type."""
-    return _Decoder(batch, iface_linktypes).run()
+def decode_batch(batch: RawBatch, iface_linktypes: np.ndarray, space: ColumnSpace | None = None) -> Packets:
+    """Decode every packet of a batch into columns (in `space`, arrays of their own by default).
+    `iface_linktypes[i]` is interface i's link type."""
+    return _Decoder(batch, iface_linktypes, space or OwnArrays()).run()

@@ -4,13 +4,15 @@ Why a child: walking records and decoding headers cost roughly as much CPU as fl
 detectors together, and they depend on nothing downstream. With two or more cores, a forked child walks and
 decodes batch n+1 while the engine works on batch n, so a large capture takes close to half the wall time.
 
-Batches cross through an anonymous shared mapping created before the fork, in SLOTS fixed slots (one being
-filled, one being read). The child decodes straight into a slot (each column has a region of its own there,
-SlotLayout), so decoded columns are never copied or pickled: copying them in after decoding took the child,
-the busier process, 0.2 s of its 2.5 s on the 2M-packet benchmark. The engine hands a slot back when it asks
-for the next batch; nothing downstream keeps views of a batch's columns past its turn (streams, records and
-state are built from copies: fancy indexing, DataFrame construction). A batch's DNS messages (a few hundred
-small rows, decoded with it: decode/dnsbatch.py) travel pickled alongside.
+Batches cross through an anonymous shared mapping created before the fork, in SLOTS fixed slots: one being
+filled, one being read, and two more so that the child decodes ahead while the engine loads pandas and the
+detectors, or delivers to detectors every few batches (each slot holds ~12 MB of touched pages). The child
+decodes straight into a slot (each column has a region of its own there, SlotLayout), so decoded columns are
+never copied or pickled: copying them in after decoding took the child, the busier process, 0.2 s of its 2.5 s
+on the 2M-packet benchmark. The engine hands a slot back when it asks for the next batch; nothing downstream
+keeps views of a batch's columns past its turn (streams, records and state are built from copies: fancy
+indexing, DataFrame construction). A batch's DNS messages (a few hundred small rows, decoded with it:
+decode/dnsbatch.py) travel pickled alongside.
 
 The packet bytes of a regular, uncompressed capture are not copied at all: the child reads them through
 mappings of the file (reader.chunks.MappedChunks) and sends only a batch's file range; the parent maps the
@@ -66,7 +68,7 @@ from pcapsense.reader.walker import Walker
 FORK_AFTER_BYTES = 16 * 2**20  # a file this large forks at once, other input once this much was read
 MAX_BATCH_ROWS = 65_536  # packets per decoded batch: bounds the columns (~45 x 8 bytes per packet) of tiny frames
 ENGINE_BATCH_ROWS = 32_768  # consecutive batches of a large mapped file are joined up to this many packets (_Held)
-SLOTS = 2  # one being filled by the child while the engine reads the other
+SLOTS = 4  # batches shipped and not yet handed back, at most
 SLOT_BYTES = 64 * 2**20  # columns of MAX_BATCH_ROWS packets (~22 MB) and a chunk's bytes; larger travels pickled
 ALIGN = 64
 PACKET_FIELDS = tuple(f.name for f in fields(Packets))

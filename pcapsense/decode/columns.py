@@ -136,10 +136,11 @@ def tracked_rows(pk: Packets) -> np.ndarray:
     return np.flatnonzero((pk.ipver > 0) & (pk.malformed == 0) & ~pk.later_fragment & (pk.proto >= 0))
 
 
+BATCH_COLUMNS = ("frame", "ts_ns", "iface", "caplen", "wirelen", "start", "end", "linktype")  # from the raw batch
 # Every column of a decoded batch but `data`: its type, and the value of a packet no layer fills it in for (the
-# columns a raw batch brings, from frame to linktype, are always filled: their value there is never used).
+# raw batch's columns are always filled: their initial value is never used).
 COLUMN_TYPES: dict[str, tuple[type, int]] = {
-    **dict.fromkeys(("frame", "ts_ns", "iface", "caplen", "wirelen", "start", "end", "linktype"), (np.int64, 0)),
+    **dict.fromkeys(BATCH_COLUMNS, (np.int64, 0)),
     **dict.fromkeys(("net", "vlan_depth", "ipver", "ttl", "ip_id", "ip_len", "tunnel_depth", "sport", "dport",
                      "tcp_flags", "seq", "ack", "win", "tcp_hlen", "sack_blocks", "payload_len", "payload_cap",
                      "payload_off"), (np.int64, 0)),
@@ -149,7 +150,6 @@ COLUMN_TYPES: dict[str, tuple[type, int]] = {
     **dict.fromkeys(("df", "fragment", "later_fragment", "sack_ok", "unknown_link"), (bool, False)),
     "malformed": (np.uint8, 0),
 }
-BATCH_COLUMNS = ("frame", "ts_ns", "iface", "caplen", "wirelen", "start", "end", "linktype")  # from the raw batch
 
 
 class ColumnSpace(Protocol):

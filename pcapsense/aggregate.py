@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -84,15 +85,20 @@ class KeyIds:
         self.next_id = 0
 
     def encode(self, df: pd.DataFrame) -> np.ndarray:
-        """The id of each row's key; keys not seen before get the next ids, in order of first appearance."""
+        """The id of each row's key; keys not seen before get the next ids, in order of first appearance.
+
+        The keys are looked up with map() (a loop in C): flows leave by the ten thousand at the end of a
+        capture, each with a key of its own, and a Python loop over them was the largest cost left there."""
         codes, first = factorize_rows([df[column] for column in self.columns])
         uniques = list(zip(*(df[column].to_numpy()[first].tolist() for column in self.columns), strict=True))
-        new = [key for key in uniques if key not in self.ids]
-        numbers = range(self.next_id, self.next_id + len(new))
-        self.ids.update(zip(new, numbers, strict=True))
-        self.keys.update(zip(numbers, new, strict=True))
-        self.next_id += len(new)
-        return np.fromiter(map(self.ids.__getitem__, uniques), dtype=np.int64, count=len(uniques))[codes]
+        ids = np.fromiter(map(self.ids.get, uniques, repeat(-1)), dtype=np.int64, count=len(uniques))
+        fresh = np.flatnonzero(ids < 0)
+        ids[fresh] = np.arange(self.next_id, self.next_id + len(fresh))
+        new = [uniques[i] for i in fresh.tolist()]
+        self.ids.update(zip(new, ids[fresh].tolist(), strict=True))
+        self.keys.update(zip(ids[fresh].tolist(), new, strict=True))
+        self.next_id += len(fresh)
+        return ids[codes]
 
     def key(self, kid: int) -> tuple[object, ...]:
         return self.keys[kid]

@@ -185,7 +185,10 @@ class StreamBuilder:
         return ("request", req.headers_complete, req.method, req.target, req.host, req.user_agent)
 
     def forget(self, conn_ids: np.ndarray) -> None:
-        """Drop per-connection state of flows that have left the flow table (memory stays bounded)."""
+        """Drop per-connection state of flows that have left the flow table (memory stays bounded). Usually no
+        request is under way, and the flows leave by the ten thousand at the end of a capture: nothing to do."""
+        if not (self.http_pending or self.http_seen):
+            return
         for conn in conn_ids.tolist():
             self.http_pending.pop(conn, None)
             self.http_seen.pop(conn, None)

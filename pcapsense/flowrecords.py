@@ -23,9 +23,10 @@ PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmp6"}
 
 @lru_cache(maxsize=1 << 12)  # the busy addresses; a flood's random sources must not fill it (~300 B an entry)
 def address_text(hi: int, lo: int) -> str:
-    """Render a 128-bit address; IPv4 lives in it as ::ffff:a.b.c.d and is shown as a.b.c.d."""
+    """Render a 128-bit address; IPv4 lives in it as ::ffff:a.b.c.d and is shown as a.b.c.d (formatted directly:
+    a third of what ipaddress takes, for the many addresses a flood or the end of a capture brings at once)."""
     if hi == 0 and (lo >> 32) == 0xFFFF:
-        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+        return f"{lo >> 24 & 255}.{lo >> 16 & 255}.{lo >> 8 & 255}.{lo & 255}"
     return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 

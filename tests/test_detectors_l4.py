@@ -391,6 +391,19 @@ def test_key_ids_are_stable_and_forgettable() -> None:
     assert ids.encode(pd.DataFrame({"a": ["x"], "b": [1]})).tolist() == [3]
 
 
+def test_addresses_render_as_ipaddress_does() -> None:
+    """Flow records format IPv4 addresses themselves (faster than ipaddress): the text must be the same."""
+    import ipaddress
+
+    from pcapsense.flowrecords import address_text
+
+    rng = random.Random(7)
+    for value in [0, 1, 0x7F000001, 0xFFFFFFFF, *(rng.getrandbits(32) for _ in range(2000))]:
+        assert address_text(0, 0xFFFF << 32 | value) == str(ipaddress.IPv4Address(value))
+    v6 = ipaddress.IPv6Address("2001:db8::1")
+    assert address_text(int(v6) >> 64, int(v6) & (2**64 - 1)) == "2001:db8::1"
+
+
 # ---------------------------------------------------------------------------------------------- real captures
 
 REAL_EXPECTED = {  # file -> titles of the findings it must produce; every other real capture must produce none

@@ -2,9 +2,10 @@
 
 Which packets are DNS (a DNS port, UDP or TCP, a payload, not malformed, a tracked flow row) depends on nothing
 but the packets, so their messages are decoded with the batch: in the read-ahead child when there is one, while
-its bytes are still in that process's CPU cache, and shipped to the engine with the batch (a few hundred small
-rows per batch). On the 2M-packet benchmark that took the engine's process, the bottleneck, 0.26 s of CPU less.
-The engine adds the flow columns (packetstreams.dns). Failures are counted by kind, never fatal.
+its bytes are still in that process's CPU cache, and shipped to the engine with the batch (pickled: usually a few
+hundred small rows). On the 2M-packet benchmark that took the engine's process, then the busier one, 0.3-0.4 s of
+CPU less (its page faults on the payloads went too) and the child ~0.15 s more. The engine adds the flow columns
+(packetstreams.dns). Failures are counted by kind, never fatal.
 """
 
 from __future__ import annotations

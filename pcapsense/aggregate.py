@@ -94,9 +94,9 @@ class KeyIds:
         ids = np.fromiter(map(self.ids.get, uniques, repeat(-1)), dtype=np.int64, count=len(uniques))
         fresh = np.flatnonzero(ids < 0)
         ids[fresh] = np.arange(self.next_id, self.next_id + len(fresh))
-        new = [uniques[i] for i in fresh.tolist()]
-        self.ids.update(zip(new, ids[fresh].tolist(), strict=True))
-        self.keys.update(zip(ids[fresh].tolist(), new, strict=True))
+        new, numbers = [uniques[i] for i in fresh.tolist()], ids[fresh].tolist()
+        self.ids.update(zip(new, numbers, strict=True))
+        self.keys.update(zip(numbers, new, strict=True))
         self.next_id += len(fresh)
         return ids[codes]
 

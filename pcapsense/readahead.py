@@ -471,17 +471,18 @@ def _moved(column: np.ndarray, shift: int) -> np.ndarray:
 class SlotLayout:
     """Where each column lives in a slot: a region of `rows` values each, `data` (when copied) after them all."""
 
-    offsets: dict[str, int]
+    columns: dict[str, tuple[np.dtype, int]]  # name -> (type, offset of its region)
     bytes: int  # the columns' regions, where `data` starts
 
     @classmethod
     def of(cls, rows: int) -> SlotLayout:
-        offsets, at = {}, 0
+        columns, at = {}, 0
         for name in PACKET_FIELDS:
             if name != "data":
-                offsets[name] = at
-                at += -(-rows * np.dtype(COLUMN_TYPES[name][0]).itemsize // ALIGN) * ALIGN
-        return cls(offsets, at)
+                dtype = np.dtype(COLUMN_TYPES[name][0])
+                columns[name] = (dtype, at)
+                at += -(-rows * dtype.itemsize // ALIGN) * ALIGN
+        return cls(columns, at)
 
 
 class _Slot:
@@ -492,8 +493,8 @@ class _Slot:
         self.shared, self.index, self.layout, self.first = shared, index, layout, 0
 
     def _view(self, name: str, n: int) -> np.ndarray:
-        dtype = np.dtype(COLUMN_TYPES[name][0])
-        at = self.index * SLOT_BYTES + self.layout.offsets[name] + self.first * dtype.itemsize
+        dtype, offset = self.layout.columns[name]
+        at = self.index * SLOT_BYTES + offset + self.first * dtype.itemsize
         return np.ndarray((n,), dtype=dtype, buffer=self.shared, offset=at)
 
     def new(self, name: str, n: int) -> np.ndarray:
@@ -519,8 +520,7 @@ class _Slot:
 
     def shipped(self, rows: int, data_bytes: int | None) -> Layout:
         """The layout the engine unpacks: every column's first `rows` values, and the bytes when copied."""
-        columns = tuple((name, np.dtype(COLUMN_TYPES[name][0]).str, (rows,), offset)
-                        for name, offset in self.layout.offsets.items())
+        columns = tuple((name, dtype.str, (rows,), offset) for name, (dtype, offset) in self.layout.columns.items())
         if data_bytes is None:
             return columns
         return (*columns, ("data", np.dtype(np.uint8).str, (data_bytes,), self.layout.bytes))

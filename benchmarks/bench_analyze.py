@@ -668,10 +668,20 @@ def _compile_bytecode() -> None:
         subprocess.run([sys.executable, "-m", "compileall", "-q", *found], capture_output=True, check=False)
 
 
+def _console_script() -> str | None:
+    """The `pcapsense` script installed with this interpreter (beside it, as in a venv), else the one on PATH.
+
+    A version manager's shim on PATH (pyenv's is a shell script that resolves the Python version through
+    several more scripts) adds ~0.1 s to every start that an installed copy does not pay: the script beside
+    sys.executable is the one the shim would end up running."""
+    beside = Path(sys.executable).with_name("pcapsense")
+    return str(beside) if os.access(beside, os.X_OK) else shutil.which("pcapsense")
+
+
 def _pcapsense_cmd(template: str | None, path: Path) -> list[str]:
     if template:
         return [a.replace("{file}", str(path)) for a in shlex.split(template)]
-    exe = shutil.which("pcapsense")
+    exe = _console_script()
     base = [exe] if exe else [sys.executable, "-m", "pcapsense"]
     return [*base, "analyze", str(path), "--format", "json", "--no-report", "-q"]
 

@@ -1,5 +1,5 @@
 """`python -m pcapsense` runs the same CLI as the `pcapsense` console script."""
 
-from pcapsense.cli import run
+from pcapsense.console import run
 
 run()

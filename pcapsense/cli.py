@@ -207,17 +207,3 @@ def detectors_cmd(fmt: str) -> None:
 
 main.add_command(scan_cmd)
 main.add_command(findings_cmd)
-
-
-def run() -> None:
-    """The console script (and `python -m pcapsense`): the CLI in a process of its own, which ends after it.
-
-    Why freeze: as the process ends, the interpreter's final collections walk every object still alive (numpy,
-    pandas and their modules: hundreds of thousands), which took 0.13-0.16 s at the end of every analysis on the
-    2M-packet benchmark. Frozen objects are skipped; their memory goes back with the process. Every command
-    closes its files, catalogs and clusters itself (context managers), so nothing waits on a collection to be
-    closed. Tests call `main` in-process and are not frozen."""
-    try:
-        main()
-    finally:
-        gc.freeze()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from pcapsense.console import SINGLE_THREADED_MATH
 from pcapsense.detector import load_detectors
 
 
@@ -107,21 +109,38 @@ def test_analyze_collects_young_garbage_less_often(samples: Path) -> None:
 
 
 def test_console_script_freezes_the_heap_on_its_way_out(samples: Path) -> None:
-    """The console script and `python -m pcapsense` run `cli.run`, which freezes every object once the command
-    has finished, so the interpreter's exit collections skip them (see cli.run); the command's output and exit
-    code are untouched."""
+    """The console script and `python -m pcapsense` run `console.run`, which freezes every object once the
+    command has finished, so the interpreter's exit collections skip them; the command's output and exit code
+    are untouched."""
     import tomllib
 
     scripts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["pcapsense"] == "pcapsense.cli:run"
-    code = ("import atexit, gc, sys\nfrom pcapsense import cli\natexit.register(lambda: print(gc.get_freeze_count()))"
-            "\nsys.argv = ['pcapsense', 'analyze', sys.argv[1], '-q', '--no-report', '--fail-on', 'info']\ncli.run()")
+    assert scripts["pcapsense"] == "pcapsense.console:run"
+    code = ("import atexit, gc, sys\nfrom pcapsense import console\n"
+            "atexit.register(lambda: print(gc.get_freeze_count()))\n"
+            "sys.argv = ['pcapsense', 'analyze', sys.argv[1], '-q', '--no-report', '--fail-on', 'info']\nconsole.run()")
     proc = subprocess.run([sys.executable, "-c", code, str(samples / "syn_flood.pcap")], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr  # --fail-on still decides the exit code
     assert int(proc.stdout) > 10_000
     proc = run("analyze", str(samples / "healthy.pcap"), "--format", "json", "--no-report")
     assert proc.returncode == 0 and json.loads(proc.stdout)["capture"]["packets"] == 51
+
+
+def test_console_script_keeps_numpy_single_threaded(samples: Path) -> None:
+    """numpy is imported after console.run has asked its math libraries for one thread (their thread pools spin
+    at start, taking a core from the analysis): the process runs one thread; a setting the user made is kept."""
+    code = ("import os, sys\nfrom pcapsense import console\nimported = 'numpy' in sys.modules\n"
+            "sys.argv = ['pcapsense', 'detectors']\ntry:\n    console.run()\nfinally:\n"
+            "    threads = len(os.listdir('/proc/self/task')) if os.path.isdir('/proc/self/task') else 1\n"
+            "    print(imported, os.environ['OPENBLAS_NUM_THREADS'], threads, file=sys.stderr)\n")
+    env = {k: v for k, v in os.environ.items() if k not in SINGLE_THREADED_MATH}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.split() == ["False", "1", "1"]  # numpy came with the CLI, after the setting
+    env["OPENBLAS_NUM_THREADS"] = "3"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.stderr.split()[:2] == ["False", "3"]
 
 
 def test_json_output_is_strict_json_on_every_sample(samples: Path) -> None:

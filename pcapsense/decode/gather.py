@@ -15,8 +15,9 @@ import numpy as np
 BE32, BE64, LE32 = np.dtype(">u4"), np.dtype(">u8"), np.dtype("<u4")
 
 
-def header(size: int, **fields: tuple[int, str]) -> np.dtype:
-    """A header of `size` bytes: each field's (byte offset, numpy type, '>' for big-endian)."""
+def header(size: int, **fields: tuple[int, str | np.dtype]) -> np.dtype:
+    """A header of `size` bytes: each field's (byte offset, numpy type, '>' for big-endian); a field may itself be
+    a header (headers stacked in one record)."""
     return np.dtype({"names": list(fields), "formats": [kind for _, kind in fields.values()],
                      "offsets": [offset for offset, _ in fields.values()], "itemsize": size})
 

@@ -35,7 +35,11 @@ ETHERNET_HEADER = header(14, dst_hi=(0, ">u2"), dst_lo=(2, ">u4"), src_hi=(6, ">
                          etype=(12, ">u2"))
 
 
-def _mac(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+LINKTYPE_ETHERNET = 1
+
+
+def mac(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """A 48-bit MAC address from its 16 high and 32 low bits, as an integer."""
     return (hi.astype(np.int64) << 32) | lo
 
 
@@ -46,8 +50,8 @@ def _ethernet(d: _Decoder, rows: np.ndarray) -> None:
     rows = rows[~short]
     p = d.start[rows]
     h = g.block(p, ETHERNET_HEADER)
-    c["dst_mac"][rows] = _mac(h["dst_hi"], h["dst_lo"])
-    c["src_mac"][rows] = _mac(h["src_hi"], h["src_lo"])
+    c["dst_mac"][rows] = mac(h["dst_hi"], h["dst_lo"])
+    c["src_mac"][rows] = mac(h["src_hi"], h["src_lo"])
     etype = h["etype"].astype(np.int64)
     hlen = np.full(len(rows), 14)
     depth = np.zeros(len(rows), dtype=np.int64)
@@ -133,7 +137,7 @@ def _bsd_loopback(byte_order: str) -> Callable[[_Decoder, np.ndarray], None]:
 
 LINK_LAYERS: dict[int, Callable[[_Decoder, np.ndarray], None]] = {
     0: _bsd_loopback("host"),
-    1: _ethernet,
+    LINKTYPE_ETHERNET: _ethernet,
     12: _raw(True),
     14: _raw(True),
     101: _raw(True),

@@ -225,9 +225,10 @@ class _Decoder:
 
         Why: the general steps go layer by layer, each on its subset of rows, so every header of every packet is
         gathered from the chunk on its own (numpy copies an unaligned record with a call per item) and every
-        field is scattered into its column by index. Read once per packet and written with a mask, the common
-        frames cost a third of that. A frame qualifies only when the general steps would find nothing wrong with
-        it up to its TCP options, and it gets exactly the values they would give it (tests compare the two)."""
+        field is scattered into its column by index. Read once per packet and written with a mask, the frames of
+        the 2M-packet benchmark (99 % of them common) decode in less than half the time. A frame qualifies only
+        when the general steps would find nothing wrong with it up to its TCP options, and it gets exactly the
+        values they would give it (tests compare the two)."""
         c, start, caplen = self.cols, self.start, self.cols["caplen"]
         size = COMMON_FRAME.itemsize
         records = self.g.block(start, COMMON_FRAME)
@@ -236,9 +237,11 @@ class _Decoder:
         data_offset = tcp["off"].astype(np.int64)
         hlen = (data_offset >> 4) * 4
         plen = total - 20 - hlen
-        ok = ((self.linktype == LINKTYPE_ETHERNET) & (start + size <= len(self.g.data)) & (caplen >= 54)
-              & (eth["etype"] == ETH_IPV4) & (ip["ver_ihl"] == 0x45) & (ip["proto"] == PROTO_TCP)
-              & ((flags & 0x3FFF) == 0) & (hlen >= 20) & (plen >= 0) & (14 + total <= c["wirelen"]))
+        ok = ((self.linktype == LINKTYPE_ETHERNET) & (start + size <= len(self.g.data))  # the record is all there
+              & (caplen >= 54)  # the three headers are captured
+              & (eth["etype"] == ETH_IPV4) & (ip["ver_ihl"] == 0x45) & (ip["proto"] == PROTO_TCP)  # no IP options
+              & ((flags & 0x3FFF) == 0)  # not a fragment (more-fragments clear, offset 0)
+              & (hlen >= 20) & (plen >= 0) & (14 + total <= c["wirelen"]))
         if not ok.any():
             return np.arange(len(start))
         payload_off = start + 34 + hlen

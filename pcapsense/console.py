@@ -17,7 +17,7 @@ SINGLE_THREADED_MATH = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_
 
 
 def run() -> None:
-    """Run the CLI, then freeze the heap.
+    """Ask the math libraries for one thread (SINGLE_THREADED_MATH), run the CLI, then freeze the heap.
 
     Why freeze: as the process ends, the interpreter's final collections walk every object still alive (numpy,
     pandas and their modules: hundreds of thousands), which took 0.13-0.16 s at the end of every analysis on the

@@ -138,9 +138,15 @@ def any_of(values: np.ndarray, choices: tuple[int, ...]) -> np.ndarray:
     return mask
 
 
+def tracked(pk: Packets, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """Whether the flow table tracks each packet (of `rows`, or of the batch): decoded IP with a transport, not
+    malformed, not a later fragment."""
+    return (pk.ipver[rows] > 0) & (pk.malformed[rows] == 0) & ~pk.later_fragment[rows] & (pk.proto[rows] >= 0)
+
+
 def tracked_rows(pk: Packets) -> np.ndarray:
-    """Packets the flow table tracks: decoded IP with a transport, not malformed, not a later fragment."""
-    return np.flatnonzero((pk.ipver > 0) & (pk.malformed == 0) & ~pk.later_fragment & (pk.proto >= 0))
+    """The rows of the packets the flow table tracks."""
+    return np.flatnonzero(tracked(pk))
 
 
 BATCH_COLUMNS = ("frame", "ts_ns", "iface", "caplen", "wirelen", "start", "end", "linktype")  # from the raw batch

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pcapsense.decode.columns import PROTO_TCP, PROTO_UDP, Packets, any_of, tracked_rows
+from pcapsense.decode.columns import PROTO_TCP, PROTO_UDP, Packets, any_of, tracked
 from pcapsense.decode.dns import RCODE_NAMES, DnsMessage, parse_dns
 from pcapsense.errors import MalformedPacket
 
@@ -36,8 +36,8 @@ class DnsMessages:
         """Decode the DNS messages of the tracked rows of `pk` (which needs its bytes)."""
         rows = np.flatnonzero(any_of(pk.sport, DNS_PORTS) | any_of(pk.dport, DNS_PORTS))
         l4 = any_of(pk.proto[rows], (PROTO_UDP, PROTO_TCP))
-        rows = rows[l4 & (pk.payload_len[rows] > 0) & (pk.malformed[rows] == 0)]
-        rows = rows[np.isin(rows, tracked_rows(pk), assume_unique=True)]
+        rows = rows[l4 & (pk.payload_len[rows] > 0)]
+        rows = rows[tracked(pk, rows)]  # on the few DNS-port rows, not the whole batch
         malformed: Counter[str] = Counter()
         kept, messages = _parse(pk, rows, malformed)
         return cls(rows[kept], _columns(messages), malformed)
